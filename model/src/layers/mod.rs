@@ -1,0 +1,11 @@
+//! Building blocks of the 4M transformer.
+
+mod attention;
+mod block;
+mod mlp;
+mod norm;
+
+pub use attention::{Attention, CrossAttention, MASKED};
+pub use block::{Block, DecoderBlock};
+pub use mlp::Mlp;
+pub use norm::Norm;
