@@ -1,1 +1,1 @@
-
+//! fourm-coordinator: filled by later issues.

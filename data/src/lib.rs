@@ -1,1 +1,1 @@
-
+//! fourm-data: filled by later issues.

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::ModelError;
-use crate::modality::{ModalityKind, ModalitySpec, Modalities};
+use crate::modality::{Modalities, ModalityKind, ModalitySpec};
 
 /// The `tensor` entry of one modality.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,8 +32,18 @@ pub struct ModalityBatch {
 
 impl ModalityBatch {
     /// Token ids with their three masks.
-    pub fn tokens(ids: Vec<i64>, input_mask: Vec<bool>, target_mask: Vec<bool>, attention: Vec<i32>) -> Self {
-        Self { data: ModalityData::Tokens(ids), input_mask, target_mask, decoder_attention_mask: attention }
+    pub fn tokens(
+        ids: Vec<i64>,
+        input_mask: Vec<bool>,
+        target_mask: Vec<bool>,
+        attention: Vec<i32>,
+    ) -> Self {
+        Self {
+            data: ModalityData::Tokens(ids),
+            input_mask,
+            target_mask,
+            decoder_attention_mask: attention,
+        }
     }
 
     /// Token ids of row `b` (empty for pixel data).
@@ -58,13 +68,61 @@ pub struct Batch {
 impl Batch {
     /// An empty batch of `batch_size` samples.
     pub fn new(batch_size: usize) -> Self {
-        Self { batch_size, modalities: BTreeMap::new() }
+        Self {
+            batch_size,
+            modalities: BTreeMap::new(),
+        }
     }
 
     /// Adds (or replaces) one modality.
     pub fn with(mut self, name: &str, data: ModalityBatch) -> Self {
         self.modalities.insert(name.to_string(), data);
         self
+    }
+
+    /// Splits the batch into at most `parts` batches of consecutive samples (sizes differ by at
+    /// most one).
+    pub fn split(&self, parts: usize) -> Vec<Batch> {
+        let parts = parts.clamp(1, self.batch_size.max(1));
+        let (base, extra) = (self.batch_size / parts, self.batch_size % parts);
+        let mut start = 0;
+        (0..parts)
+            .map(|i| {
+                let size = base + usize::from(i < extra);
+                let range = start..start + size;
+                start += size;
+                self.samples(range)
+            })
+            .collect()
+    }
+
+    /// The samples `range` of the batch.
+    pub fn samples(&self, range: std::ops::Range<usize>) -> Batch {
+        let modalities = self
+            .modalities
+            .iter()
+            .map(|(name, m)| {
+                let per = |len: usize| len / self.batch_size.max(1);
+                let cut = |len: usize| range.start * per(len)..range.end * per(len);
+                let data = match &m.data {
+                    ModalityData::Tokens(ids) => ModalityData::Tokens(ids[cut(ids.len())].to_vec()),
+                    ModalityData::Pixels(px) => ModalityData::Pixels(px[cut(px.len())].to_vec()),
+                };
+                let part = ModalityBatch {
+                    data,
+                    input_mask: m.input_mask[cut(m.input_mask.len())].to_vec(),
+                    target_mask: m.target_mask[cut(m.target_mask.len())].to_vec(),
+                    decoder_attention_mask: m.decoder_attention_mask
+                        [cut(m.decoder_attention_mask.len())]
+                    .to_vec(),
+                };
+                (name.clone(), part)
+            })
+            .collect();
+        Batch {
+            batch_size: range.len(),
+            modalities,
+        }
     }
 
     /// Checks the batch against a model's modalities: known names, lengths, id ranges.
@@ -93,31 +151,62 @@ impl Batch {
             } else {
                 Err(ModelError::batch(
                     name,
-                    format!("{what} has {len} entries, expected {} × {}", self.batch_size, spec.tensor_len()),
+                    format!(
+                        "{what} has {len} entries, expected {} × {}",
+                        self.batch_size,
+                        spec.tensor_len()
+                    ),
                 ))
             }
         };
         check_len("input_mask", m.input_mask.len(), false)?;
         check_len("target_mask", m.target_mask.len(), spec.input_only)?;
-        check_len("decoder_attention_mask", m.decoder_attention_mask.len(), spec.input_only)?;
+        check_len(
+            "decoder_attention_mask",
+            m.decoder_attention_mask.len(),
+            spec.input_only,
+        )?;
         if spec.input_only && m.target_mask.iter().any(|&masked| !masked) {
-            return Err(ModelError::batch(name, "input-only modality has decoder targets"));
+            return Err(ModelError::batch(
+                name,
+                "input-only modality has decoder targets",
+            ));
         }
         if let Some(v) = m.decoder_attention_mask.iter().find(|&&v| v < 0) {
-            return Err(ModelError::batch(name, format!("negative decoder attention value {v}")));
+            return Err(ModelError::batch(
+                name,
+                format!("negative decoder attention value {v}"),
+            ));
         }
         match (&m.data, spec.kind) {
-            (ModalityData::Tokens(ids), ModalityKind::ImageTokens { .. } | ModalityKind::Sequence { .. }) => {
+            (
+                ModalityData::Tokens(ids),
+                ModalityKind::ImageTokens { .. } | ModalityKind::Sequence { .. },
+            ) => {
                 check_len("tensor", ids.len(), false)?;
-                if let Some(bad) = ids.iter().find(|&&id| id < 0 || id as usize >= spec.vocab_size) {
+                if let Some(bad) = ids
+                    .iter()
+                    .find(|&&id| id < 0 || id as usize >= spec.vocab_size)
+                {
                     return Err(ModelError::batch(
                         name,
-                        format!("token id {bad} outside the vocabulary 0..{}", spec.vocab_size),
+                        format!(
+                            "token id {bad} outside the vocabulary 0..{}",
+                            spec.vocab_size
+                        ),
                     ));
                 }
             }
-            (ModalityData::Pixels(px), ModalityKind::ImagePixels { grid, patch_size, channels }) => {
-                let expected = self.batch_size * channels * grid[0] * patch_size * grid[1] * patch_size;
+            (
+                ModalityData::Pixels(px),
+                ModalityKind::ImagePixels {
+                    grid,
+                    patch_size,
+                    channels,
+                },
+            ) => {
+                let expected =
+                    self.batch_size * channels * grid[0] * patch_size * grid[1] * patch_size;
                 if px.len() != expected {
                     return Err(ModelError::batch(
                         name,
@@ -128,7 +217,12 @@ impl Batch {
                     return Err(ModelError::batch(name, "non-finite pixel value"));
                 }
             }
-            _ => return Err(ModelError::batch(name, "data kind does not match the modality kind")),
+            _ => {
+                return Err(ModelError::batch(
+                    name,
+                    "data kind does not match the modality kind",
+                ));
+            }
         }
         Ok(())
     }

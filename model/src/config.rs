@@ -121,19 +121,31 @@ impl FourMConfig {
     pub fn validate(&self) -> Result<(), ModelError> {
         let bad = |msg: String| Err(ModelError::Config(msg));
         if self.dim == 0 || self.num_heads == 0 {
-            return bad(format!("dim ({}) and num_heads ({}) must be positive", self.dim, self.num_heads));
+            return bad(format!(
+                "dim ({}) and num_heads ({}) must be positive",
+                self.dim, self.num_heads
+            ));
         }
         if !self.dim.is_multiple_of(self.num_heads) {
-            return bad(format!("dim ({}) must be divisible by num_heads ({})", self.dim, self.num_heads));
+            return bad(format!(
+                "dim ({}) must be divisible by num_heads ({})",
+                self.dim, self.num_heads
+            ));
         }
         if !self.dim.is_multiple_of(4) {
-            return bad(format!("dim ({}) must be divisible by 4 for the 2-D sin-cos embedding", self.dim));
+            return bad(format!(
+                "dim ({}) must be divisible by 4 for the 2-D sin-cos embedding",
+                self.dim
+            ));
         }
         if self.encoder_depth == 0 || self.decoder_depth == 0 {
             return bad("encoder_depth and decoder_depth must be at least 1".to_string());
         }
         if !(self.mlp_ratio.is_finite() && self.mlp_ratio > 0.0) || self.mlp_hidden() == 0 {
-            return bad(format!("mlp_ratio ({}) must be positive and give a non-empty MLP", self.mlp_ratio));
+            return bad(format!(
+                "mlp_ratio ({}) must be positive and give a non-empty MLP",
+                self.mlp_ratio
+            ));
         }
         Ok(())
     }
@@ -187,7 +199,10 @@ mod tests {
     #[test]
     fn ml4m_names_resolve() {
         let c = FourMConfig::from_ml4m_name("fm_large_24e_24d_swiglu_qknorm_nobias").unwrap();
-        assert_eq!((c.dim, c.encoder_depth, c.num_heads, c.qk_norm), (1024, 24, 16, true));
+        assert_eq!(
+            (c.dim, c.encoder_depth, c.num_heads, c.qk_norm),
+            (1024, 24, 16, true)
+        );
         assert!(FourMConfig::from_ml4m_name("fm_tiny_6e_6d_swiglu_qknorm_nobias").is_err());
         assert!(FourMConfig::from_ml4m_name("fm_base_12e_6d_gelu").is_err());
         assert!(FourMConfig::from_ml4m_name("resnet50").is_err());
@@ -199,7 +214,11 @@ mod tests {
         assert!(FourMConfig::new(64, 2, 2, 3).validate().is_err());
         assert!(FourMConfig::new(64, 0, 2, 4).validate().is_err());
         assert!(FourMConfig::debug().with_mlp_ratio(0.0).validate().is_err());
-        for c in [FourMConfig::debug(), FourMConfig::perf(), FourMConfig::xlarge(ArchVariant::Gelu)] {
+        for c in [
+            FourMConfig::debug(),
+            FourMConfig::perf(),
+            FourMConfig::xlarge(ArchVariant::Gelu),
+        ] {
             c.validate().unwrap();
         }
     }

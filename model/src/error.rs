@@ -46,6 +46,9 @@ pub enum ModelError {
 
 impl ModelError {
     pub(crate) fn batch(modality: &str, reason: impl Into<String>) -> Self {
-        ModelError::Batch { modality: modality.to_string(), reason: reason.into() }
+        ModelError::Batch {
+            modality: modality.to_string(),
+            reason: reason.into(),
+        }
     }
 }

@@ -11,7 +11,9 @@ use crate::embed::{DecoderEmbedding, EncoderEmbedding, int_tensor};
 use crate::error::ModelError;
 use crate::init::InitRng;
 use crate::layers::{Block, DecoderBlock, MASKED, Norm};
-use crate::loss::{LossType, ModalityLoss, combine_losses, modality_loss};
+use crate::loss::{
+    LossType, LossWeights, ModalityLoss, TargetCount, counts_of, modality_loss, weighted_total,
+};
 use crate::modality::Modalities;
 use crate::plan::{DecoderMasking, SelectionPlan, plan_decoder, plan_encoder};
 
@@ -52,12 +54,21 @@ pub struct StepOptions {
     pub decoder_order: Option<Vec<String>>,
     /// Loss reduction.
     pub loss: LossType,
+    /// Normalise the loss by the target counts of a larger batch this one is part of (see
+    /// [`LossWeights`]); `None`: by this batch's own counts, as ml-4m does.
+    pub global_counts: Option<Vec<TargetCount>>,
 }
 
 impl StepOptions {
     /// `N` encoder and `M` decoder slots, sorted decoder order, `mod` loss.
     pub fn new(num_encoder_tokens: usize, num_decoder_tokens: usize) -> Self {
-        Self { num_encoder_tokens, num_decoder_tokens, decoder_order: None, loss: LossType::Mod }
+        Self {
+            num_encoder_tokens,
+            num_decoder_tokens,
+            decoder_order: None,
+            loss: LossType::Mod,
+            global_counts: None,
+        }
     }
 }
 
@@ -89,25 +100,46 @@ pub struct StepOutput {
 }
 
 impl StepOutput {
-    /// The total loss under another reduction of the same modality losses.
+    /// The total loss of this batch under another reduction of the same modality losses.
     pub fn total(&self, kind: LossType) -> Tensor<1> {
-        combine_losses(&self.modality_losses, kind, &self.loss.device())
+        let weights = LossWeights::new(kind, &self.target_counts());
+        weighted_total(&self.modality_losses, &weights, &self.loss.device())
+    }
+
+    /// Target tokens per decoder modality in this batch.
+    pub fn target_counts(&self) -> Vec<TargetCount> {
+        counts_of(&self.modality_losses)
     }
 }
 
 impl FourMConfig {
     /// Builds a model for `modalities`, initialised as ml-4m from a seeded stream.
-    pub fn init(&self, modalities: &Modalities, seed: u64, device: &Device) -> Result<FourM, ModelError> {
+    pub fn init(
+        &self,
+        modalities: &Modalities,
+        seed: u64,
+        device: &Device,
+    ) -> Result<FourM, ModelError> {
         self.validate()?;
         let rng = &mut InitRng::new(seed, device);
         let d = self.dim;
         let nb = self.norm_bias_trainable();
-        let encoder_embeddings = modalities.iter().map(|s| EncoderEmbedding::new(s, d, rng)).collect();
-        let decoder_embeddings = modalities.targets().map(|s| DecoderEmbedding::new(s, d, rng)).collect();
-        let encoder = (0..self.encoder_depth).map(|_| Block::new(self, rng)).collect();
+        let encoder_embeddings = modalities
+            .iter()
+            .map(|s| EncoderEmbedding::new(s, d, rng))
+            .collect();
+        let decoder_embeddings = modalities
+            .targets()
+            .map(|s| DecoderEmbedding::new(s, d, rng))
+            .collect();
+        let encoder = (0..self.encoder_depth)
+            .map(|_| Block::new(self, rng))
+            .collect();
         let encoder_norm = Norm::new(d, nb, rng);
         let decoder_proj_context = rng.xavier_linear(d, d, true);
-        let decoder = (0..self.decoder_depth).map(|_| DecoderBlock::new(self, rng)).collect();
+        let decoder = (0..self.decoder_depth)
+            .map(|_| DecoderBlock::new(self, rng))
+            .collect();
         let decoder_norm = Norm::new(d, nb, rng);
         let mask_token = rng.normal([1, 1, d]);
         Ok(FourM {
@@ -151,17 +183,27 @@ impl FourM {
             sep_mask: self.config.decoder_sep_mask,
             causal: self.config.decoder_causal_mask,
         };
-        let decoder_plan = plan_decoder(batch, &self.modalities, &order, options.num_decoder_tokens, masking)?;
+        let decoder_plan = plan_decoder(
+            batch,
+            &self.modalities,
+            &order,
+            options.num_decoder_tokens,
+            masking,
+        )?;
 
         let (encoder_tokens, encoder_emb) = self.encoder_inputs(batch, &encoder_plan, &device);
         let cross_bias = key_padding_bias(&encoder_plan, &device);
-        let encoder_output = self.encode(encoder_tokens.clone() + encoder_emb.clone(), cross_bias.clone());
-        let context = self.decoder_proj_context.forward(encoder_output.clone()) + encoder_emb.clone();
+        let encoder_output = self.encode(
+            encoder_tokens.clone() + encoder_emb.clone(),
+            cross_bias.clone(),
+        );
+        let context =
+            self.decoder_proj_context.forward(encoder_output.clone()) + encoder_emb.clone();
 
         let (decoder_tokens, decoder_emb) = self.decoder_inputs(&decoder_plan, &device);
         let self_bias = attention_bias(&decoder_plan, &device);
         let y = decoder_tokens.clone() + decoder_emb.clone();
-        let decoder_output = self.decode(y, context.clone(), Some(self_bias), Some(cross_bias));
+        let decoder_output = self.decode(y, context.clone(), Some(self_bias), cross_bias);
 
         let [b, m, d] = decoder_output.dims();
         let flat = decoder_output.clone().reshape([b * m, d]);
@@ -174,7 +216,15 @@ impl FourM {
                 modality_loss(&spec.name, head, flat.clone(), slots, &device)
             })
             .collect();
-        let loss = combine_losses(&modality_losses, options.loss, &device);
+        let counts = options
+            .global_counts
+            .clone()
+            .unwrap_or_else(|| counts_of(&modality_losses));
+        let loss = weighted_total(
+            &modality_losses,
+            &LossWeights::new(options.loss, &counts),
+            &device,
+        );
         Ok(StepOutput {
             encoder_plan,
             decoder_plan,
@@ -192,55 +242,86 @@ impl FourM {
 
     /// Runs the encoder blocks and `encoder_norm` on `x` (`[b, n, d]`), with padding keys masked
     /// by `key_bias` (`[b, 1, 1, n]`).
-    pub fn encode(&self, x: Tensor<3>, key_bias: Tensor<4>) -> Tensor<3> {
-        let x = self.encoder.iter().fold(x, |x, block| block.forward(x, Some(key_bias.clone())));
+    pub fn encode(&self, x: Tensor<3>, key_bias: Option<Tensor<4>>) -> Tensor<3> {
+        let x = self
+            .encoder
+            .iter()
+            .fold(x, |x, block| block.forward(x, key_bias.clone()));
         self.encoder_norm.forward(x)
     }
 
     /// Runs the decoder blocks and `decoder_norm` on `y` (`[b, m, d]`) against `context`.
-    pub fn decode(&self, y: Tensor<3>, context: Tensor<3>, self_bias: Option<Tensor<4>>, cross_bias: Option<Tensor<4>>) -> Tensor<3> {
-        let y = self
-            .decoder
-            .iter()
-            .fold(y, |y, block| block.forward(y, context.clone(), self_bias.clone(), cross_bias.clone()));
+    pub fn decode(
+        &self,
+        y: Tensor<3>,
+        context: Tensor<3>,
+        self_bias: Option<Tensor<4>>,
+        cross_bias: Option<Tensor<4>>,
+    ) -> Tensor<3> {
+        let y = self.decoder.iter().fold(y, |y, block| {
+            block.forward(y, context.clone(), self_bias.clone(), cross_bias.clone())
+        });
         self.decoder_norm.forward(y)
     }
 
     /// Index into `decoder_embeddings` of the registry modality `modality`.
     pub fn decoder_index(&self, modality: usize) -> usize {
-        self.modalities.iter().take(modality).filter(|s| !s.input_only).count()
+        self.modalities
+            .iter()
+            .take(modality)
+            .filter(|s| !s.input_only)
+            .count()
     }
 
     /// Decoder modality order as registry indices: the given names, or the batch's target
     /// modalities sorted by name.
-    fn decoder_order(&self, batch: &Batch, order: Option<&[String]>) -> Result<Vec<usize>, ModelError> {
+    pub(crate) fn decoder_order(
+        &self,
+        batch: &Batch,
+        order: Option<&[String]>,
+    ) -> Result<Vec<usize>, ModelError> {
         let present: Vec<usize> = batch
             .modalities
             .keys()
             .filter_map(|name| self.modalities.index_of(name))
             .filter(|&i| !self.modalities.iter().nth(i).expect("indexed").input_only)
             .collect();
-        let Some(order) = order else { return Ok(present) };
+        let Some(order) = order else {
+            return Ok(present);
+        };
         let mut idx = Vec::with_capacity(order.len());
         for name in order {
             let i = self
                 .modalities
                 .index_of(name)
                 .filter(|i| present.contains(i))
-                .ok_or_else(|| ModelError::batch(name, "decoder order names a modality the batch cannot decode"))?;
+                .ok_or_else(|| {
+                    ModelError::batch(
+                        name,
+                        "decoder order names a modality the batch cannot decode",
+                    )
+                })?;
             if idx.contains(&i) {
                 return Err(ModelError::batch(name, "listed twice in the decoder order"));
             }
             idx.push(i);
         }
         if idx.len() != present.len() {
-            return Err(ModelError::batch("*", "decoder order must list every target modality of the batch"));
+            return Err(ModelError::batch(
+                "*",
+                "decoder order must list every target modality of the batch",
+            ));
         }
         Ok(idx)
     }
 
     /// `x` and `emb` of the encoder slots, `[b, n, d]` each, zero at padding.
-    fn encoder_inputs(&self, batch: &Batch, plan: &SelectionPlan, device: &Device) -> (Tensor<3>, Tensor<3>) {
+    fn encoder_inputs(
+        &self,
+        batch: &Batch,
+        plan: &SelectionPlan,
+        device: &Device,
+    ) -> (Tensor<3>, Tensor<3>) {
         let mut xs = Vec::new();
         let mut embs = Vec::new();
         for slots in plan.per_modality.iter().filter(|s| !s.positions.is_empty()) {
@@ -250,7 +331,10 @@ impl FourM {
             xs.push(x);
             embs.push(emb);
         }
-        (self.scatter_slots(xs, plan, device), self.scatter_slots(embs, plan, device))
+        (
+            self.scatter_slots(xs, plan, device),
+            self.scatter_slots(embs, plan, device),
+        )
     }
 
     /// Decoder inputs (mask token or token) and `emb` of the decoder slots, `[b, m, d]` each,
@@ -265,17 +349,32 @@ impl FourM {
             let x = if spec.is_sequence() {
                 head.token_rows(slots, device)
             } else {
-                self.mask_token.val().reshape([1, d]).expand([slots.positions.len(), d])
+                self.mask_token
+                    .val()
+                    .reshape([1, d])
+                    .expand([slots.positions.len(), d])
             };
             xs.push(x);
-            embs.push(head.position_rows(&self.encoder_embeddings[slots.modality].mod_emb, slots, device));
+            embs.push(head.position_rows(
+                &self.encoder_embeddings[slots.modality].mod_emb,
+                slots,
+                device,
+            ));
         }
-        (self.scatter_slots(xs, plan, device), self.scatter_slots(embs, plan, device))
+        (
+            self.scatter_slots(xs, plan, device),
+            self.scatter_slots(embs, plan, device),
+        )
     }
 
     /// Places per-modality rows (in the plan's modality order) into `[b, slots, d]`, zeros at
     /// padding slots.
-    fn scatter_slots(&self, mut rows: Vec<Tensor<2>>, plan: &SelectionPlan, device: &Device) -> Tensor<3> {
+    fn scatter_slots(
+        &self,
+        mut rows: Vec<Tensor<2>>,
+        plan: &SelectionPlan,
+        device: &Device,
+    ) -> Tensor<3> {
         let d = self.config.dim;
         rows.push(Tensor::zeros([1, d], device));
         let table = Tensor::cat(rows, 0);
@@ -285,14 +384,32 @@ impl FourM {
     }
 }
 
-/// `[b, 1, 1, n]` additive bias masking the encoder's padding slots as keys.
-pub(crate) fn key_padding_bias(plan: &SelectionPlan, device: &Device) -> Tensor<4> {
-    let values: Vec<f32> = plan.pad.iter().map(|&p| if p { MASKED } else { 0.0 }).collect();
-    Tensor::from_data(TensorData::new(values, [plan.batch, 1, 1, plan.slots]), device)
+/// `[b, 1, 1, n]` additive bias masking the encoder's padding slots as keys (`None` when no
+/// slot is padding).
+pub(crate) fn key_padding_bias(plan: &SelectionPlan, device: &Device) -> Option<Tensor<4>> {
+    if !plan.pad.contains(&true) {
+        return None;
+    }
+    let values: Vec<f32> = plan
+        .pad
+        .iter()
+        .map(|&p| if p { MASKED } else { 0.0 })
+        .collect();
+    Some(Tensor::from_data(
+        TensorData::new(values, [plan.batch, 1, 1, plan.slots]),
+        device,
+    ))
 }
 
 /// `[b, 1, m, m]` additive bias of the decoder self-attention mask.
 pub(crate) fn attention_bias(plan: &SelectionPlan, device: &Device) -> Tensor<4> {
-    let values: Vec<f32> = plan.attention_masked.iter().map(|&p| if p { MASKED } else { 0.0 }).collect();
-    Tensor::from_data(TensorData::new(values, [plan.batch, 1, plan.slots, plan.slots]), device)
+    let values: Vec<f32> = plan
+        .attention_masked
+        .iter()
+        .map(|&p| if p { MASKED } else { 0.0 })
+        .collect();
+    Tensor::from_data(
+        TensorData::new(values, [plan.batch, 1, plan.slots, plan.slots]),
+        device,
+    )
 }

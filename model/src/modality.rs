@@ -43,7 +43,6 @@ pub struct ModalitySpec {
     /// Name, as used in ml-4m (`tok_rgb@224`, `caption`, ...).
     pub name: String,
     /// Representation.
-    #[serde(flatten)]
     pub kind: ModalityKind,
     /// Token vocabulary size (0 for pixel modalities).
     #[serde(default)]
@@ -73,7 +72,11 @@ impl ModalitySpec {
         let side = image_size / patch_size.max(1);
         Self {
             name: name.to_string(),
-            kind: ModalityKind::ImagePixels { grid: [side, side], patch_size, channels },
+            kind: ModalityKind::ImagePixels {
+                grid: [side, side],
+                patch_size,
+                channels,
+            },
             vocab_size: 0,
             max_tokens: side * side,
             input_only: true,
@@ -113,7 +116,12 @@ impl ModalitySpec {
     }
 
     fn validate(&self) -> Result<(), ModelError> {
-        let bad = |reason: String| Err(ModelError::Config(format!("modality `{}`: {reason}", self.name)));
+        let bad = |reason: String| {
+            Err(ModelError::Config(format!(
+                "modality `{}`: {reason}",
+                self.name
+            )))
+        };
         if self.name.is_empty() {
             return bad("empty name".into());
         }
@@ -123,10 +131,17 @@ impl ModalitySpec {
                     return bad(format!("empty grid {grid:?}"));
                 }
                 if self.max_tokens != grid[0] * grid[1] {
-                    return bad(format!("max_tokens {} differs from the grid size", self.max_tokens));
+                    return bad(format!(
+                        "max_tokens {} differs from the grid size",
+                        self.max_tokens
+                    ));
                 }
             }
-            ModalityKind::ImagePixels { grid, patch_size, channels } => {
+            ModalityKind::ImagePixels {
+                grid,
+                patch_size,
+                channels,
+            } => {
                 if grid[0] == 0 || grid[1] == 0 || patch_size == 0 || channels == 0 {
                     return bad("empty grid, patch or channel count".into());
                 }
@@ -136,10 +151,15 @@ impl ModalitySpec {
             }
             ModalityKind::Sequence { max_length } => {
                 if max_length == 0 || max_length > SEQ_POS_EMB_ROWS {
-                    return bad(format!("max_length {max_length} outside 1..={SEQ_POS_EMB_ROWS}"));
+                    return bad(format!(
+                        "max_length {max_length} outside 1..={SEQ_POS_EMB_ROWS}"
+                    ));
                 }
                 if self.max_tokens == 0 || self.max_tokens > SEQ_POS_EMB_ROWS {
-                    return bad(format!("max_tokens {} outside 1..={SEQ_POS_EMB_ROWS}", self.max_tokens));
+                    return bad(format!(
+                        "max_tokens {} outside 1..={SEQ_POS_EMB_ROWS}",
+                        self.max_tokens
+                    ));
                 }
             }
         }
@@ -182,14 +202,19 @@ impl Modalities {
     pub fn new(mut specs: Vec<ModalitySpec>) -> Result<Self, ModelError> {
         specs.sort_by(|a, b| a.name.cmp(&b.name));
         if specs.is_empty() {
-            return Err(ModelError::Config("a model needs at least one modality".into()));
+            return Err(ModelError::Config(
+                "a model needs at least one modality".into(),
+            ));
         }
         for spec in &specs {
             spec.validate()?;
         }
         for pair in specs.windows(2) {
             if pair[0].name == pair[1].name {
-                return Err(ModelError::Config(format!("modality `{}` listed twice", pair[0].name)));
+                return Err(ModelError::Config(format!(
+                    "modality `{}` listed twice",
+                    pair[0].name
+                )));
             }
         }
         for (i, a) in specs.iter().enumerate() {
@@ -203,7 +228,9 @@ impl Modalities {
             }
         }
         if specs.iter().all(|s| s.input_only) {
-            return Err(ModelError::Config("no modality can be a decoder target".into()));
+            return Err(ModelError::Config(
+                "no modality can be a decoder target".into(),
+            ));
         }
         Ok(Self(specs))
     }

@@ -57,7 +57,11 @@ impl FourM {
     /// Every tensor of the model (parameters and buffers) in module-visit order.
     pub fn param_infos(&self) -> Vec<ParamInfo> {
         let encoder: Vec<String> = self.modalities().iter().map(|s| s.name.clone()).collect();
-        let decoder: Vec<String> = self.modalities().targets().map(|s| s.name.clone()).collect();
+        let decoder: Vec<String> = self
+            .modalities()
+            .targets()
+            .map(|s| s.name.clone())
+            .collect();
         let mut visitor = Lister {
             path: Vec::new(),
             containers: Vec::new(),
@@ -72,7 +76,10 @@ impl FourM {
 
     /// Trainable parameters only, in module-visit order.
     pub fn trainable_params(&self) -> Vec<ParamInfo> {
-        self.param_infos().into_iter().filter(|p| p.trainable).collect()
+        self.param_infos()
+            .into_iter()
+            .filter(|p| p.trainable)
+            .collect()
     }
 
     /// Number of trainable scalars (tied tensors are stored once, so counted once).
@@ -117,11 +124,20 @@ impl ModuleVisitor for Lister<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let path = self.path.join(".");
         let field = self.path.last().map(String::as_str).unwrap_or_default();
-        let container = self.containers.last().map(String::as_str).unwrap_or_default();
+        let container = self
+            .containers
+            .last()
+            .map(String::as_str)
+            .unwrap_or_default();
         let shape = param.lazy_shape().to_vec();
         let is_linear_weight = container == "Struct:Linear" && field == "weight";
-        let torch_shape = if is_linear_weight { shape.iter().rev().copied().collect() } else { shape.clone() };
-        let buffer = field == "pos_emb" || (container == "Struct:Norm" && field == "bias" && !self.norm_bias_trainable);
+        let torch_shape = if is_linear_weight {
+            shape.iter().rev().copied().collect()
+        } else {
+            shape.clone()
+        };
+        let buffer = field == "pos_emb"
+            || (container == "Struct:Norm" && field == "bias" && !self.norm_bias_trainable);
         self.out.push(ParamInfo {
             name: ml4m_name(&path, self.encoder, self.decoder),
             path,
@@ -145,7 +161,13 @@ mod tests {
             ml4m_name("encoder_embeddings.1.token_emb.weight", &enc, &dec),
             "encoder_embeddings.tok_rgb@224.token_emb.weight"
         );
-        assert_eq!(ml4m_name("decoder_embeddings.0.pos_emb", &enc, &dec), "decoder_embeddings.tok_rgb@224.pos_emb");
-        assert_eq!(ml4m_name("decoder.3.cross_attn.kv.weight", &enc, &dec), "decoder.3.cross_attn.kv.weight");
+        assert_eq!(
+            ml4m_name("decoder_embeddings.0.pos_emb", &enc, &dec),
+            "decoder_embeddings.tok_rgb@224.pos_emb"
+        );
+        assert_eq!(
+            ml4m_name("decoder.3.cross_attn.kv.weight", &enc, &dec),
+            "decoder.3.cross_attn.kv.weight"
+        );
     }
 }

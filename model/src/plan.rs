@@ -9,7 +9,7 @@
 use crate::batch::{Batch, ModalityBatch};
 use crate::config::SEQ_POS_EMB_ROWS;
 use crate::error::ModelError;
-use crate::modality::{ModalityKind, ModalitySpec, Modalities};
+use crate::modality::{Modalities, ModalityKind, ModalitySpec};
 
 /// The slots of one modality that survive selection (non-padding), in slot order.
 #[derive(Debug, Clone, Default)]
@@ -71,12 +71,18 @@ struct Candidate {
 }
 
 /// Plans the encoder input: modalities of the batch in sorted order, `num_tokens` slots.
-pub fn plan_encoder(batch: &Batch, modalities: &Modalities, num_tokens: usize) -> Result<SelectionPlan, ModelError> {
+pub fn plan_encoder(
+    batch: &Batch,
+    modalities: &Modalities,
+    num_tokens: usize,
+) -> Result<SelectionPlan, ModelError> {
     let parts: Vec<(usize, &ModalitySpec, &ModalityBatch)> = batch
         .modalities
         .iter()
         .map(|(name, m)| {
-            let idx = modalities.index_of(name).ok_or_else(|| ModelError::batch(name, "unknown modality"))?;
+            let idx = modalities
+                .index_of(name)
+                .ok_or_else(|| ModelError::batch(name, "unknown modality"))?;
             Ok((idx, modalities.get(name).expect("indexed"), m))
         })
         .collect::<Result<_, ModelError>>()?;
@@ -93,7 +99,9 @@ pub fn plan_encoder(batch: &Batch, modalities: &Modalities, num_tokens: usize) -
                         if rank as usize > SEQ_POS_EMB_ROWS {
                             return Err(ModelError::batch(
                                 &spec.name,
-                                format!("more than {SEQ_POS_EMB_ROWS} visible tokens in sample {b}"),
+                                format!(
+                                    "more than {SEQ_POS_EMB_ROWS} visible tokens in sample {b}"
+                                ),
                             ));
                         }
                         rank - 1
@@ -102,13 +110,31 @@ pub fn plan_encoder(batch: &Batch, modalities: &Modalities, num_tokens: usize) -
                     _ => p as i64,
                 };
                 let input_id = m.ids().get(b * len + p).copied().unwrap_or(0);
-                out.push(Candidate { part, pos: p, masked, attention: 0, pos_row, input_id, target: 0 });
+                out.push(Candidate {
+                    part,
+                    pos: p,
+                    masked,
+                    attention: 0,
+                    pos_row,
+                    input_id,
+                    target: 0,
+                });
             }
         }
         Ok(out)
     };
-    let parts_meta: Vec<(usize, usize)> = parts.iter().map(|(idx, spec, _)| (*idx, spec.tensor_len())).collect();
-    select(batch.batch_size, num_tokens, &parts_meta, &parts.iter().map(|p| p.1.id()).collect::<Vec<_>>(), rows, None)
+    let parts_meta: Vec<(usize, usize)> = parts
+        .iter()
+        .map(|(idx, spec, _)| (*idx, spec.tensor_len()))
+        .collect();
+    select(
+        batch.batch_size,
+        num_tokens,
+        &parts_meta,
+        &parts.iter().map(|p| p.1.id()).collect::<Vec<_>>(),
+        rows,
+        None,
+    )
 }
 
 /// How the decoder's self-attention mask is built.
@@ -135,12 +161,14 @@ pub fn plan_decoder(
         .iter()
         .map(|&idx| {
             let spec = specs[idx];
-            let m = batch
-                .modalities
-                .get(&spec.name)
-                .ok_or_else(|| ModelError::batch(&spec.name, "decoder modality missing from the batch"))?;
+            let m = batch.modalities.get(&spec.name).ok_or_else(|| {
+                ModelError::batch(&spec.name, "decoder modality missing from the batch")
+            })?;
             if spec.input_only {
-                return Err(ModelError::batch(&spec.name, "input-only modality cannot be decoded"));
+                return Err(ModelError::batch(
+                    &spec.name,
+                    "input-only modality cannot be decoded",
+                ));
             }
             Ok((idx, spec, m))
         })
@@ -150,7 +178,11 @@ pub fn plan_decoder(
         for (part, (_, spec, m)) in parts.iter().enumerate() {
             let len = spec.tensor_len();
             let range = b * len..(b + 1) * len;
-            let (tm, am, ids) = (&m.target_mask[range.clone()], &m.decoder_attention_mask[range.clone()], &m.ids()[range]);
+            let (tm, am, ids) = (
+                &m.target_mask[range.clone()],
+                &m.decoder_attention_mask[range.clone()],
+                &m.ids()[range],
+            );
             match spec.kind {
                 ModalityKind::Sequence { max_length } => {
                     let mut rank = -1i64;
@@ -158,7 +190,11 @@ pub fn plan_decoder(
                         if !tm[p] {
                             rank += 1;
                         }
-                        let pos_row = if tm[p] || rank as usize >= max_length { 0 } else { rank };
+                        let pos_row = if tm[p] || rank as usize >= max_length {
+                            0
+                        } else {
+                            rank
+                        };
                         out.push(Candidate {
                             part,
                             pos: p,
@@ -187,9 +223,19 @@ pub fn plan_decoder(
         }
         Ok(out)
     };
-    let parts_meta: Vec<(usize, usize)> = parts.iter().map(|(idx, spec, _)| (*idx, spec.tensor_len())).collect();
+    let parts_meta: Vec<(usize, usize)> = parts
+        .iter()
+        .map(|(idx, spec, _)| (*idx, spec.tensor_len()))
+        .collect();
     let ids: Vec<i64> = parts.iter().map(|p| p.1.id()).collect();
-    select(batch.batch_size, num_tokens, &parts_meta, &ids, rows, Some(masking))
+    select(
+        batch.batch_size,
+        num_tokens,
+        &parts_meta,
+        &ids,
+        rows,
+        Some(masking),
+    )
 }
 
 /// The stable selection shared by encoder and decoder.
@@ -203,7 +249,10 @@ fn select(
 ) -> Result<SelectionPlan, ModelError> {
     let mut per_modality: Vec<ModalitySlots> = parts
         .iter()
-        .map(|&(modality, _)| ModalitySlots { modality, ..Default::default() })
+        .map(|&(modality, _)| ModalitySlots {
+            modality,
+            ..Default::default()
+        })
         .collect();
     let mut plan = SelectionPlan {
         batch,
@@ -263,8 +312,13 @@ fn select(
                 .collect();
             for i in 0..slots {
                 for j in 0..slots {
-                    let blocked = if masking.causal { j > i } else { j as i64 >= limits[i] };
-                    plan.attention_masked.push(blocked || (masking.sep_mask && mod_pre[i] != mod_pre[j]));
+                    let blocked = if masking.causal {
+                        j > i
+                    } else {
+                        j as i64 >= limits[i]
+                    };
+                    plan.attention_masked
+                        .push(blocked || (masking.sep_mask && mod_pre[i] != mod_pre[j]));
                 }
             }
         }

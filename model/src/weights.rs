@@ -10,9 +10,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
-use burn::tensor::DType;
 use burn::store::burn_pack::Tensor as PackTensor;
-use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::store::{
+    BurnToPyTorchAdapter, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, SafetensorsStore,
+};
+use burn::tensor::DType;
 use serde::{Deserialize, Serialize};
 
 use crate::config::FourMConfig;
@@ -34,7 +36,11 @@ pub struct ModelMeta {
 
 /// The model's full ml-4m state dict (parameters, buffers, tied duplicates), lazily readable.
 pub fn state_dict(model: &FourM) -> Vec<PackTensor> {
-    let paths: HashMap<String, String> = model.param_infos().into_iter().map(|p| (p.path, p.name)).collect();
+    let paths: HashMap<String, String> = model
+        .param_infos()
+        .into_iter()
+        .map(|p| (p.path, p.name))
+        .collect();
     let mut out: Vec<PackTensor> = model
         .collect(None, Some(Box::new(BurnToPyTorchAdapter)), true)
         .into_iter()
@@ -45,7 +51,8 @@ pub fn state_dict(model: &FourM) -> Vec<PackTensor> {
             t
         })
         .collect();
-    let by_name: HashMap<String, PackTensor> = out.iter().map(|t| (t.name.clone(), t.clone())).collect();
+    let by_name: HashMap<String, PackTensor> =
+        out.iter().map(|t| (t.name.clone(), t.clone())).collect();
     for m in model.modalities().targets() {
         for (alias, source) in tied_pairs(&m.name) {
             let mut t = by_name[&source].clone();
@@ -63,20 +70,29 @@ fn tied_pairs(modality: &str) -> [(String, String); 2] {
             format!("decoder_embeddings.{modality}.to_logits.weight"),
             format!("decoder_embeddings.{modality}.token_emb.weight"),
         ),
-        (format!("decoder_embeddings.{modality}.mod_emb"), format!("encoder_embeddings.{modality}.mod_emb")),
+        (
+            format!("decoder_embeddings.{modality}.mod_emb"),
+            format!("encoder_embeddings.{modality}.mod_emb"),
+        ),
     ]
 }
 
 /// Serialises the state dict to safetensors bytes, with fourm's metadata in the header.
 pub fn to_safetensors_bytes(model: &FourM) -> Result<Vec<u8>, ModelError> {
-    let fail = |reason: String| ModelError::Weights { path: "<memory>".into(), reason };
+    let fail = |reason: String| ModelError::Weights {
+        path: "<memory>".into(),
+        reason,
+    };
     let views = views(state_dict(model));
     safetensors::serialize(views, Some(metadata(model)?)).map_err(|e| fail(e.to_string()))
 }
 
 /// Writes the state dict to `path` (atomically: a temporary file renamed into place).
 pub fn save_ml4m(model: &FourM, path: &Path) -> Result<(), ModelError> {
-    let fail = |reason: String| ModelError::Weights { path: path.to_path_buf(), reason };
+    let fail = |reason: String| ModelError::Weights {
+        path: path.to_path_buf(),
+        reason,
+    };
     let tmp = path.with_extension("safetensors.tmp");
     safetensors::serialize_to_file(views(state_dict(model)), Some(metadata(model)?), &tmp)
         .map_err(|e| fail(e.to_string()))?;
@@ -86,7 +102,10 @@ pub fn save_ml4m(model: &FourM, path: &Path) -> Result<(), ModelError> {
 /// Loads an ml-4m (or fourm) state dict from a file into `model`.
 pub fn load_ml4m(model: &mut FourM, path: &Path) -> Result<(), ModelError> {
     if !path.is_file() {
-        return Err(ModelError::Weights { path: path.to_path_buf(), reason: "no such file".into() });
+        return Err(ModelError::Weights {
+            path: path.to_path_buf(),
+            reason: "no such file".into(),
+        });
     }
     let mut store = SafetensorsStore::from_file(path);
     load_from_store(model, &mut store, path)
@@ -100,21 +119,45 @@ pub fn load_ml4m_bytes(model: &mut FourM, bytes: Vec<u8>) -> Result<(), ModelErr
 
 /// Reads fourm's metadata from a safetensors header, if the file was written by fourm.
 pub fn read_meta(bytes: &[u8]) -> Result<Option<ModelMeta>, ModelError> {
-    let fail = |reason: String| ModelError::Weights { path: "<memory>".into(), reason };
-    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| fail(e.to_string()))?;
-    let Some(json) = header.metadata().as_ref().and_then(|m| m.get(METADATA_KEY)) else { return Ok(None) };
-    serde_json::from_str(json).map(Some).map_err(|e| fail(format!("bad `{METADATA_KEY}` metadata: {e}")))
+    let fail = |reason: String| ModelError::Weights {
+        path: "<memory>".into(),
+        reason,
+    };
+    let (_, header) =
+        safetensors::SafeTensors::read_metadata(bytes).map_err(|e| fail(e.to_string()))?;
+    let Some(json) = header.metadata().as_ref().and_then(|m| m.get(METADATA_KEY)) else {
+        return Ok(None);
+    };
+    serde_json::from_str(json)
+        .map(Some)
+        .map_err(|e| fail(format!("bad `{METADATA_KEY}` metadata: {e}")))
 }
 
 fn metadata(model: &FourM) -> Result<HashMap<String, String>, ModelError> {
-    let meta = ModelMeta { config: model.config().clone(), modalities: model.modalities().clone() };
+    let meta = ModelMeta {
+        config: model.config().clone(),
+        modalities: model.modalities().clone(),
+    };
     let json = serde_json::to_string(&meta).map_err(|e| ModelError::Config(e.to_string()))?;
-    Ok(HashMap::from([("format".to_string(), "pt".to_string()), (METADATA_KEY.to_string(), json)]))
+    Ok(HashMap::from([
+        ("format".to_string(), "pt".to_string()),
+        (METADATA_KEY.to_string(), json),
+    ]))
 }
 
-fn load_from_store(model: &mut FourM, store: &mut SafetensorsStore, path: &Path) -> Result<(), ModelError> {
-    let file_err = |reason: String| ModelError::Weights { path: path.to_path_buf(), reason };
-    let entries: BTreeMap<String, PackTensor> = store.get_all_tensors().map_err(|e| file_err(e.to_string()))?.clone();
+fn load_from_store(
+    model: &mut FourM,
+    store: &mut SafetensorsStore,
+    path: &Path,
+) -> Result<(), ModelError> {
+    let file_err = |reason: String| ModelError::Weights {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let entries: BTreeMap<String, PackTensor> = store
+        .get_all_tensors()
+        .map_err(|e| file_err(e.to_string()))?
+        .clone();
     let mut used: HashSet<String> = HashSet::new();
     let mut tensors = Vec::new();
     for info in model.param_infos() {
@@ -128,7 +171,11 @@ fn load_from_store(model: &mut FourM, store: &mut SafetensorsStore, path: &Path)
         if entry.shape.to_vec() != info.torch_shape {
             return Err(entry_err(
                 &info.name,
-                format!("shape {:?} in the file, the model expects {:?}", entry.shape.to_vec(), info.torch_shape),
+                format!(
+                    "shape {:?} in the file, the model expects {:?}",
+                    entry.shape.to_vec(),
+                    info.torch_shape
+                ),
             ));
         }
         used.insert(info.name.clone());
@@ -140,14 +187,20 @@ fn load_from_store(model: &mut FourM, store: &mut SafetensorsStore, path: &Path)
         for (alias, source) in tied_pairs(&m.name) {
             if let Some(copy) = entries.get(&alias) {
                 if bytes_of(copy)? != bytes_of(&entries[&source])? {
-                    return Err(entry_err(&alias, format!("differs from `{source}`, which fourm ties it to")));
+                    return Err(entry_err(
+                        &alias,
+                        format!("differs from `{source}`, which fourm ties it to"),
+                    ));
                 }
                 used.insert(alias);
             }
         }
     }
     if let Some(extra) = entries.keys().find(|k| !used.contains(*k)) {
-        return Err(entry_err(extra, "not a tensor of this model (wrong modalities or architecture?)"));
+        return Err(entry_err(
+            extra,
+            "not a tensor of this model (wrong modalities or architecture?)",
+        ));
     }
     let result = model.apply(tensors, None, Some(Box::new(PyTorchToBurnAdapter)), true);
     if let Some(e) = result.errors.first() {
@@ -157,11 +210,16 @@ fn load_from_store(model: &mut FourM, store: &mut SafetensorsStore, path: &Path)
 }
 
 fn entry_err(name: &str, reason: impl Into<String>) -> ModelError {
-    ModelError::WeightEntry { name: name.to_string(), reason: reason.into() }
+    ModelError::WeightEntry {
+        name: name.to_string(),
+        reason: reason.into(),
+    }
 }
 
 fn bytes_of(t: &PackTensor) -> Result<Vec<u8>, ModelError> {
-    t.to_bytes().map(|b| b.to_vec()).map_err(|e| entry_err(&t.name, e.to_string()))
+    t.to_bytes()
+        .map(|b| b.to_vec())
+        .map_err(|e| entry_err(&t.name, e.to_string()))
 }
 
 /// Float entries of another precision are converted to `f32`; anything else is refused.
@@ -170,9 +228,18 @@ fn as_f32(t: PackTensor, name: &str) -> Result<PackTensor, ModelError> {
         DType::F32 => Ok(t),
         DType::F16 | DType::BF16 | DType::F64 => {
             let (n, shape) = (t.name.clone(), t.shape.clone());
-            Ok(burn::store::bridge::map_data(t, n, DType::F32, shape, |d| d.convert_dtype(DType::F32)))
+            Ok(burn::store::bridge::map_data(
+                t,
+                n,
+                DType::F32,
+                shape,
+                |d| d.convert_dtype(DType::F32),
+            ))
         }
-        other => Err(entry_err(name, format!("dtype {other:?} is not a float type"))),
+        other => Err(entry_err(
+            name,
+            format!("dtype {other:?} is not a float type"),
+        )),
     }
 }
 
@@ -189,7 +256,10 @@ impl safetensors::View for View {
     }
 
     fn data(&self) -> std::borrow::Cow<'_, [u8]> {
-        let bytes = self.0.to_bytes().unwrap_or_else(|e| panic!("reading `{}` back from the device: {e:?}", self.0.name));
+        let bytes = self
+            .0
+            .to_bytes()
+            .unwrap_or_else(|e| panic!("reading `{}` back from the device: {e:?}", self.0.name));
         std::borrow::Cow::Owned(bytes.to_vec())
     }
 
@@ -199,5 +269,8 @@ impl safetensors::View for View {
 }
 
 fn views(tensors: Vec<PackTensor>) -> Vec<(String, View)> {
-    tensors.into_iter().map(|t| (t.name.clone(), View(t))).collect()
+    tensors
+        .into_iter()
+        .map(|t| (t.name.clone(), View(t)))
+        .collect()
 }

@@ -1,1 +1,1 @@
-
+//! fourm-proto: filled by later issues.

@@ -1,1 +1,1 @@
-
+//! fourm-worker: filled by later issues.

@@ -5,7 +5,7 @@ use burn::module::{Module, Param};
 use burn::nn::Embedding;
 use burn::tensor::{Device, Tensor};
 
-use crate::embed::encoder::{int_tensor, position_rows, position_table};
+use crate::embed::encoder::{int_tensor, position_buffer, position_rows};
 use crate::init::{InitRng, xavier_bound};
 use crate::modality::ModalitySpec;
 use crate::plan::ModalitySlots;
@@ -22,19 +22,31 @@ pub struct DecoderEmbedding {
 impl DecoderEmbedding {
     /// ml-4m initialises the tied table last as `to_logits`: xavier-uniform over `(vocab, d)`.
     pub fn new(spec: &ModalitySpec, dim: usize, rng: &mut InitRng) -> Self {
-        let (pos, rows) = position_table(spec, dim);
-        let pos_emb = rng.buffer(pos, [1, rows, dim]);
+        let pos_emb = position_buffer(spec, dim, rng);
         let bound = xavier_bound(dim, spec.vocab_size);
-        Self { token_emb: Embedding { weight: rng.uniform([spec.vocab_size, dim], bound) }, pos_emb }
+        Self {
+            token_emb: Embedding {
+                weight: rng.uniform([spec.vocab_size, dim], bound),
+            },
+            pos_emb,
+        }
     }
 
     /// Teacher-forced input rows: token embeddings of `slots.input_ids`, `[n, d]`.
     pub fn token_rows(&self, slots: &ModalitySlots, device: &Device) -> Tensor<2> {
-        self.token_emb.weight.val().select(0, int_tensor(slots.input_ids.clone(), device))
+        self.token_emb
+            .weight
+            .val()
+            .select(0, int_tensor(slots.input_ids.clone(), device))
     }
 
     /// Position + modality rows of the kept slots, `[n, d]`.
-    pub fn position_rows(&self, mod_emb: &Param<Tensor<3>>, slots: &ModalitySlots, device: &Device) -> Tensor<2> {
+    pub fn position_rows(
+        &self,
+        mod_emb: &Param<Tensor<3>>,
+        slots: &ModalitySlots,
+        device: &Device,
+    ) -> Tensor<2> {
         position_rows(&self.pos_emb, mod_emb, &slots.pos_rows, device)
     }
 

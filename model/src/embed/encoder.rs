@@ -28,23 +28,43 @@ pub struct EncoderEmbedding {
 impl EncoderEmbedding {
     /// Initialised as ml-4m: tokens `N(0, 0.02)`, patch projection xavier, `mod_emb` `N(0, 0.02)`.
     pub fn new(spec: &ModalitySpec, dim: usize, rng: &mut InitRng) -> Self {
-        let (pos, rows) = position_table(spec, dim);
-        let pos_emb = rng.buffer(pos, [1, rows, dim]);
+        let pos_emb = position_buffer(spec, dim, rng);
         let mod_emb = rng.normal([1, 1, dim]);
         let (token_emb, proj) = match spec.kind {
-            ModalityKind::ImagePixels { patch_size, channels, .. } => {
-                (None, Some(rng.xavier_linear(channels * patch_size * patch_size, dim, false)))
-            }
-            _ => (Some(Embedding { weight: rng.normal([spec.vocab_size, dim]) }), None),
+            ModalityKind::ImagePixels {
+                patch_size,
+                channels,
+                ..
+            } => (
+                None,
+                Some(rng.xavier_linear(channels * patch_size * patch_size, dim, false)),
+            ),
+            _ => (
+                Some(Embedding {
+                    weight: rng.normal([spec.vocab_size, dim]),
+                }),
+                None,
+            ),
         };
-        Self { token_emb, proj, mod_emb, pos_emb }
+        Self {
+            token_emb,
+            proj,
+            mod_emb,
+            pos_emb,
+        }
     }
 
     /// Content and position+modality rows for the kept tokens of this modality.
     ///
     /// # Shapes
     /// - both outputs `[slots.positions.len(), d]`
-    pub fn rows(&self, spec: &ModalitySpec, data: &ModalityBatch, slots: &ModalitySlots, device: &Device) -> (Tensor<2>, Tensor<2>) {
+    pub fn rows(
+        &self,
+        spec: &ModalitySpec,
+        data: &ModalityBatch,
+        slots: &ModalitySlots,
+        device: &Device,
+    ) -> (Tensor<2>, Tensor<2>) {
         let n = slots.positions.len();
         let x = match (&self.token_emb, &self.proj, &data.data) {
             (Some(table), _, ModalityData::Tokens(ids)) => {
@@ -54,28 +74,50 @@ impl EncoderEmbedding {
             (_, Some(proj), ModalityData::Pixels(px)) => {
                 let patches = extract_patches(spec, px, &slots.positions);
                 let width = patches.len() / n;
-                proj.forward(Tensor::from_data(TensorData::new(patches, [n, width]), device))
+                proj.forward(Tensor::from_data(
+                    TensorData::new(patches, [n, width]),
+                    device,
+                ))
             }
             _ => unreachable!("batch validated against the registry"),
         };
-        (x, position_rows(&self.pos_emb, &self.mod_emb, &slots.pos_rows, device))
+        (
+            x,
+            position_rows(&self.pos_emb, &self.mod_emb, &slots.pos_rows, device),
+        )
     }
 }
 
 /// `pos_emb[rows] + mod_emb`, `[rows.len(), d]`.
-pub(crate) fn position_rows(pos_emb: &Param<Tensor<3>>, mod_emb: &Param<Tensor<3>>, rows: &[i64], device: &Device) -> Tensor<2> {
+pub(crate) fn position_rows(
+    pos_emb: &Param<Tensor<3>>,
+    mod_emb: &Param<Tensor<3>>,
+    rows: &[i64],
+    device: &Device,
+) -> Tensor<2> {
     let [_, table_rows, dim] = pos_emb.dims();
-    let pos = pos_emb.val().reshape([table_rows, dim]).select(0, int_tensor(rows.to_vec(), device));
+    let pos = pos_emb
+        .val()
+        .reshape([table_rows, dim])
+        .select(0, int_tensor(rows.to_vec(), device));
     pos + mod_emb.val().reshape([1, dim])
 }
 
-/// The sin-cos buffer of a modality and its row count.
-pub(crate) fn position_table(spec: &ModalitySpec, dim: usize) -> (Vec<f32>, usize) {
+/// The sin-cos buffer of a modality, `[1, rows, d]`: the grid for images, 512 rows for
+/// sequences.
+pub(crate) fn position_buffer(
+    spec: &ModalitySpec,
+    dim: usize,
+    rng: &mut InitRng,
+) -> Param<Tensor<3>> {
     match spec.kind {
-        ModalityKind::ImageTokens { grid } | ModalityKind::ImagePixels { grid, .. } => {
-            (sincos_2d(grid[0], grid[1], dim), grid[0] * grid[1])
-        }
-        ModalityKind::Sequence { .. } => (sincos_1d(SEQ_POS_EMB_ROWS, dim), SEQ_POS_EMB_ROWS),
+        ModalityKind::ImageTokens { grid } | ModalityKind::ImagePixels { grid, .. } => rng
+            .buffer([1, grid[0] * grid[1], dim], move || {
+                sincos_2d(grid[0], grid[1], dim)
+            }),
+        ModalityKind::Sequence { .. } => rng.buffer([1, SEQ_POS_EMB_ROWS, dim], move || {
+            sincos_1d(SEQ_POS_EMB_ROWS, dim)
+        }),
     }
 }
 
@@ -89,7 +131,12 @@ pub(crate) fn int_tensor(values: Vec<i64>, device: &Device) -> Tensor<1, Int> {
 /// laid out `(ph pw c)` inside a patch as ml-4m's `rearrange('b c (nh ph) (nw pw) -> b (nh nw)
 /// (ph pw c)')`.
 fn extract_patches(spec: &ModalitySpec, px: &[f32], positions: &[usize]) -> Vec<f32> {
-    let ModalityKind::ImagePixels { grid, patch_size: p, channels: c } = spec.kind else {
+    let ModalityKind::ImagePixels {
+        grid,
+        patch_size: p,
+        channels: c,
+    } = spec.kind
+    else {
         unreachable!("pixel modality")
     };
     let (h, w) = (grid[0] * p, grid[1] * p);

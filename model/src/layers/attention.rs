@@ -139,8 +139,10 @@ fn attend(
         Some(norm) => norm.forward(k),
         None => k,
     };
+    // Scaling q (`[b, h, n, dh]`) rather than the scores (`[b, h, n, m]`) is the cheaper
+    // order; it changes the result by rounding only.
     let scale = (head_dim as f64).powf(-0.5);
-    let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
+    let mut scores = q.mul_scalar(scale).matmul(k.swap_dims(2, 3));
     if let Some(bias) = bias {
         scores = scores + bias;
     }

@@ -91,7 +91,10 @@ impl DecoderBlock {
     ) -> Tensor<3> {
         let x = x.clone() + self.self_attn.forward(self.norm1.forward(x), self_bias);
         let ctx = self.context_norm.forward(context);
-        let x = x.clone() + self.cross_attn.forward(self.query_norm.forward(x), ctx, cross_bias);
+        let x = x.clone()
+            + self
+                .cross_attn
+                .forward(self.query_norm.forward(x), ctx, cross_bias);
         x.clone() + self.mlp.forward(self.norm2.forward(x))
     }
 }

@@ -28,7 +28,8 @@ impl Mlp {
         let (d, h, bias) = (config.dim, config.mlp_hidden(), config.block_bias());
         let fc1 = rng.xavier_linear(d, h, bias);
         let fc2 = rng.xavier_linear(h, d, bias);
-        let fc3 = (config.variant == ArchVariant::SwigluNobias).then(|| rng.xavier_linear(d, h, bias));
+        let fc3 =
+            (config.variant == ArchVariant::SwigluNobias).then(|| rng.xavier_linear(d, h, bias));
         Self { fc1, fc2, fc3 }
     }
 

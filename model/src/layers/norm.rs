@@ -26,9 +26,12 @@ impl Norm {
         let bias = if trainable_bias {
             rng.constant([dim], 0.0)
         } else {
-            rng.buffer(vec![0.0; dim], [dim])
+            rng.buffer([dim], move || vec![0.0; dim])
         };
-        Self { weight: rng.constant([dim], 1.0), bias }
+        Self {
+            weight: rng.constant([dim], 1.0),
+            bias,
+        }
     }
 
     /// Normalises `x` over its last dimension.

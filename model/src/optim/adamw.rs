@@ -1,7 +1,10 @@
-//! AdamW as `torch.optim.AdamW` computes it (multi-tensor path), over the flat parameter vector,
-//! with ml-4m's two groups: decay, and no decay for norms and biases.
+//! AdamW as `torch.optim.AdamW` computes it (multi-tensor path, in `f32`), over the flat
+//! parameter vector, with ml-4m's two groups: decay, and no decay for norms and biases.
+//!
+//! On the CPU backend the update is one fused pass over host memory; on an accelerator it is a
+//! sequence of tensor operations on the device. Both follow the same formulas.
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::ParamLayout;
@@ -19,42 +22,130 @@ pub struct AdamWConfig {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        Self { betas: (0.9, 0.95), eps: 1e-8, weight_decay: 0.05 }
+        Self {
+            betas: (0.9, 0.95),
+            eps: 1e-8,
+            weight_decay: 0.05,
+        }
     }
 }
 
-/// Optimizer state: first and second moments and the step count.
+/// First and second moments, where the update runs.
+#[derive(Debug, Clone)]
+enum Moments {
+    Host {
+        decay: Vec<bool>,
+        exp_avg: Vec<f32>,
+        exp_avg_sq: Vec<f32>,
+        device: Device,
+    },
+    Device {
+        decay_mask: Tensor<1>,
+        exp_avg: Tensor<1>,
+        exp_avg_sq: Tensor<1>,
+    },
+}
+
+/// Optimizer state: moments and the step count.
 #[derive(Debug, Clone)]
 pub struct AdamW {
     config: AdamWConfig,
-    decay_mask: Tensor<1>,
-    exp_avg: Tensor<1>,
-    exp_avg_sq: Tensor<1>,
+    moments: Moments,
     step: u64,
 }
 
+/// The scalars of one update, computed in `f64` as torch does before it touches tensors.
+struct Coefficients {
+    shrink: f32,
+    one_minus_b1: f32,
+    b2: f32,
+    one_minus_b2: f32,
+    bias2_sqrt: f32,
+    eps: f32,
+    step_size: f32,
+}
+
 impl AdamW {
-    /// Fresh state for `layout`.
+    /// Fresh state for `layout` on `device` (a plain, non-autodiff device).
     pub fn new(config: AdamWConfig, layout: &ParamLayout, device: &Device) -> Self {
         let n = layout.len();
-        Self {
+        Self::from_state(
             config,
-            decay_mask: layout.decay_mask(device),
-            exp_avg: Tensor::zeros([n], device),
-            exp_avg_sq: Tensor::zeros([n], device),
-            step: 0,
-        }
+            layout,
+            Tensor::zeros([n], device),
+            Tensor::zeros([n], device),
+            0,
+        )
     }
 
     /// Restores a state saved with [`AdamW::state`].
-    pub fn from_state(config: AdamWConfig, layout: &ParamLayout, exp_avg: Tensor<1>, exp_avg_sq: Tensor<1>, step: u64) -> Self {
+    pub fn from_state(
+        config: AdamWConfig,
+        layout: &ParamLayout,
+        exp_avg: Tensor<1>,
+        exp_avg_sq: Tensor<1>,
+        step: u64,
+    ) -> Self {
         let device = exp_avg.device();
-        Self { config, decay_mask: layout.decay_mask(&device), exp_avg, exp_avg_sq, step }
+        let moments = if device == Device::flex() {
+            Moments::Host {
+                decay: layout
+                    .entries()
+                    .iter()
+                    .flat_map(|e| std::iter::repeat_n(e.info.decays(), e.info.numel()))
+                    .collect(),
+                exp_avg: host(exp_avg),
+                exp_avg_sq: host(exp_avg_sq),
+                device,
+            }
+        } else {
+            Moments::Device {
+                decay_mask: layout.decay_mask(&device),
+                exp_avg,
+                exp_avg_sq,
+            }
+        };
+        Self {
+            config,
+            moments,
+            step,
+        }
+    }
+
+    /// Runs the update as tensor operations even on the CPU (what accelerators do).
+    pub fn with_tensor_ops(self, layout: &ParamLayout) -> Self {
+        let (exp_avg, exp_avg_sq, step) = self.state();
+        let decay_mask = layout.decay_mask(&exp_avg.device());
+        Self {
+            moments: Moments::Device {
+                decay_mask,
+                exp_avg,
+                exp_avg_sq,
+            },
+            step,
+            ..self
+        }
     }
 
     /// `(exp_avg, exp_avg_sq, step)`.
     pub fn state(&self) -> (Tensor<1>, Tensor<1>, u64) {
-        (self.exp_avg.clone(), self.exp_avg_sq.clone(), self.step)
+        match &self.moments {
+            Moments::Host {
+                exp_avg,
+                exp_avg_sq,
+                device,
+                ..
+            } => (
+                device_tensor(exp_avg.clone(), device),
+                device_tensor(exp_avg_sq.clone(), device),
+                self.step,
+            ),
+            Moments::Device {
+                exp_avg,
+                exp_avg_sq,
+                ..
+            } => (exp_avg.clone(), exp_avg_sq.clone(), self.step),
+        }
     }
 
     /// The hyper-parameters.
@@ -62,24 +153,94 @@ impl AdamW {
         &self.config
     }
 
-    /// One update of `params` with `grads` at learning rate `lr`; returns the new parameters.
-    pub fn step(&mut self, params: Tensor<1>, grads: Tensor<1>, lr: f64) -> Tensor<1> {
-        let (b1, b2) = self.config.betas;
-        self.step += 1;
-        // p *= 1 - lr·wd (decay group only).
-        let shrink = self.decay_mask.clone().mul_scalar(-lr * self.config.weight_decay).add_scalar(1.0);
-        let params = params * shrink;
-        // exp_avg.lerp_(g, 1 - β₁); exp_avg_sq = β₂·exp_avg_sq + (1 - β₂)·g².
-        self.exp_avg = self.exp_avg.clone() + (grads.clone() - self.exp_avg.clone()).mul_scalar(1.0 - b1);
-        self.exp_avg_sq = self.exp_avg_sq.clone().mul_scalar(b2) + grads.square().mul_scalar(1.0 - b2);
-        let bias1 = 1.0 - b1.powi(self.step as i32);
-        let bias2 = 1.0 - b2.powi(self.step as i32);
-        let denom = self.exp_avg_sq.clone().sqrt().div_scalar(bias2.sqrt()).add_scalar(self.config.eps);
-        params - (self.exp_avg.clone() / denom).mul_scalar(lr / bias1)
-    }
-
     /// Steps taken.
     pub fn steps(&self) -> u64 {
         self.step
     }
+
+    /// One update of `params` with `grads` at learning rate `lr`; returns the new parameters.
+    pub fn step(&mut self, params: Tensor<1>, grads: Tensor<1>, lr: f64) -> Tensor<1> {
+        self.step += 1;
+        let (b1, b2) = self.config.betas;
+        let bias1 = 1.0 - b1.powi(self.step as i32);
+        let bias2 = 1.0 - b2.powi(self.step as i32);
+        let c = Coefficients {
+            shrink: (1.0 - lr * self.config.weight_decay) as f32,
+            one_minus_b1: (1.0 - b1) as f32,
+            b2: b2 as f32,
+            one_minus_b2: (1.0 - b2) as f32,
+            bias2_sqrt: bias2.sqrt() as f32,
+            eps: self.config.eps as f32,
+            step_size: (lr / bias1) as f32,
+        };
+        match &mut self.moments {
+            Moments::Host {
+                decay,
+                exp_avg,
+                exp_avg_sq,
+                device,
+            } => {
+                let mut p = host(params);
+                let g = host(grads);
+                for i in 0..p.len() {
+                    host_update(
+                        &c,
+                        decay[i],
+                        &mut p[i],
+                        g[i],
+                        &mut exp_avg[i],
+                        &mut exp_avg_sq[i],
+                    );
+                }
+                device_tensor(p, device)
+            }
+            Moments::Device {
+                decay_mask,
+                exp_avg,
+                exp_avg_sq,
+            } => {
+                // p *= 1 - lr·wd on the decay group.
+                let shrink = decay_mask
+                    .clone()
+                    .mul_scalar(c.shrink - 1.0)
+                    .add_scalar(1.0);
+                let params = params * shrink;
+                // exp_avg.lerp_(g, 1 - β₁); exp_avg_sq = β₂·exp_avg_sq + (1 - β₂)·g².
+                *exp_avg =
+                    exp_avg.clone() + (grads.clone() - exp_avg.clone()).mul_scalar(c.one_minus_b1);
+                *exp_avg_sq =
+                    exp_avg_sq.clone().mul_scalar(c.b2) + grads.square().mul_scalar(c.one_minus_b2);
+                let denom = exp_avg_sq
+                    .clone()
+                    .sqrt()
+                    .div_scalar(c.bias2_sqrt)
+                    .add_scalar(c.eps);
+                params - (exp_avg.clone() / denom).mul_scalar(c.step_size)
+            }
+        }
+    }
+}
+
+/// The fused per-element update (same operation order as the device path).
+#[inline]
+fn host_update(c: &Coefficients, decays: bool, p: &mut f32, g: f32, m: &mut f32, v: &mut f32) {
+    if decays {
+        *p *= c.shrink;
+    }
+    *m += (g - *m) * c.one_minus_b1;
+    *v = *v * c.b2 + g * g * c.one_minus_b2;
+    let denom = v.sqrt() / c.bias2_sqrt + c.eps;
+    *p -= (*m / denom) * c.step_size;
+}
+
+fn host(t: Tensor<1>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 tensor data")
+}
+
+fn device_tensor(values: Vec<f32>, device: &Device) -> Tensor<1> {
+    let n = values.len();
+    Tensor::from_data(TensorData::new(values, [n]), device)
 }

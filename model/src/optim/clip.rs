@@ -13,5 +13,9 @@ pub fn global_norm(grads: &Tensor<1>) -> f64 {
 pub fn clip_global_norm(grads: Tensor<1>, max_norm: f64) -> (Tensor<1>, f64) {
     let norm = global_norm(&grads);
     let coef = max_norm / (norm + 1e-6);
-    if coef < 1.0 { (grads.mul_scalar(coef), norm) } else { (grads, norm) }
+    if coef < 1.0 {
+        (grads.mul_scalar(coef), norm)
+    } else {
+        (grads, norm)
+    }
 }

@@ -35,8 +35,16 @@ impl ParamLayout {
             entries.push(FlatEntry { info, offset });
             offset += n;
         }
-        let index = entries.iter().enumerate().map(|(i, e)| (e.info.id, i)).collect();
-        Self { entries, index, len: offset }
+        let index = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.info.id, i))
+            .collect();
+        Self {
+            entries,
+            index,
+            len: offset,
+        }
     }
 
     /// Total number of scalars.
@@ -78,7 +86,11 @@ impl ParamLayout {
 
     fn gather(&self, model: &FourM, source: Source<'_>) -> Tensor<1> {
         let device = model.device().inner();
-        let mut visitor = Gather { layout: self, parts: vec![None; self.entries.len()], source };
+        let mut visitor = Gather {
+            layout: self,
+            parts: vec![None; self.entries.len()],
+            source,
+        };
         model.visit(&mut visitor);
         let parts = visitor
             .parts
@@ -99,7 +111,12 @@ impl ParamLayout {
     pub fn split(&self, flat: &Tensor<1>) -> Vec<(String, Tensor<1>)> {
         self.entries
             .iter()
-            .map(|e| (e.info.name.clone(), flat.clone().narrow(0, e.offset, e.info.numel())))
+            .map(|e| {
+                (
+                    e.info.name.clone(),
+                    flat.clone().narrow(0, e.offset, e.info.numel()),
+                )
+            })
             .collect()
     }
 }
@@ -136,11 +153,17 @@ struct Scatter<'a> {
 
 impl ModuleMapper for Scatter<'_> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let Some(&i) = self.layout.index.get(&param.id) else { return param };
+        let Some(&i) = self.layout.index.get(&param.id) else {
+            return param;
+        };
         let e = &self.layout.entries[i];
         let (id, old, mapper) = param.consume();
         let shape: [usize; D] = old.dims();
-        let mut value: Tensor<D> = self.flat.clone().narrow(0, e.offset, e.info.numel()).reshape(shape);
+        let mut value: Tensor<D> = self
+            .flat
+            .clone()
+            .narrow(0, e.offset, e.info.numel())
+            .reshape(shape);
         if old.is_autodiff() {
             value = Tensor::from_inner(value);
         }

@@ -32,7 +32,11 @@ impl CosineSchedule {
                 return 0.0;
             }
             // numpy: arange(w) * ((stop - start) / (w - 1)) + start, with the endpoint exact.
-            return if step == w - 1 { self.lr } else { step as f64 * (self.lr / (w - 1) as f64) };
+            return if step == w - 1 {
+                self.lr
+            } else {
+                step as f64 * (self.lr / (w - 1) as f64)
+            };
         }
         let t = (self.total_steps - w) as f64;
         let i = (step - w) as f64;
@@ -46,7 +50,12 @@ mod tests {
 
     #[test]
     fn warmup_starts_at_zero_and_cosine_ends_near_min() {
-        let s = CosineSchedule { lr: 1e-3, min_lr: 1e-5, warmup_steps: 5, total_steps: 105 };
+        let s = CosineSchedule {
+            lr: 1e-3,
+            min_lr: 1e-5,
+            warmup_steps: 5,
+            total_steps: 105,
+        };
         assert_eq!(s.lr(0), 0.0);
         assert!((s.lr(2) - 5e-4).abs() < 1e-15);
         assert_eq!(s.lr(4), 1e-3);

@@ -1,0 +1,135 @@
+//! Times one 4M training step (forward, backward, AdamW) on the CPU backend.
+//!
+//! Default shape: the spec's perf config (dim 256, 6 + 6 blocks, 8 heads, SwiGLU, three 16×16
+//! token modalities with 1024 codes and a 32-token caption, 128 input + 128 target tokens,
+//! batch 8, fp32, random masks). Prints the median of `--steps` steps after `--warmup`, tokens/s,
+//! achieved GFLOP/s and the median time of each phase.
+
+use std::time::Instant;
+
+use burn::tensor::Device;
+use clap::Parser;
+use fourm_model::optim::{AdamW, AdamWConfig, ParamLayout};
+use fourm_model::{FourMConfig, Modalities, StepOptions, StepShape, random_batch};
+
+#[derive(Parser)]
+#[command(about = "Benchmark one fourm training step on the CPU (Flex) backend")]
+struct Args {
+    /// Timed steps.
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Untimed warm-up steps.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Samples per step.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Encoder (input) tokens per sample.
+    #[arg(long, default_value_t = 128)]
+    inputs: usize,
+    /// Decoder (target) tokens per sample.
+    #[arg(long, default_value_t = 128)]
+    targets: usize,
+    /// Micro-batches run concurrently (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Use the tiny `debug` model instead of the perf config.
+    #[arg(long)]
+    debug_model: bool,
+}
+
+// The step allocates and frees large buffers; glibc returns them to the kernel and pays page
+// faults on every step, mimalloc keeps them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let config = if args.debug_model {
+        FourMConfig::debug()
+    } else {
+        FourMConfig::perf()
+    };
+    let modalities = Modalities::perf();
+    let device = Device::flex().autodiff();
+    let mut model = config.init(&modalities, 0, &device)?;
+    let layout = ParamLayout::new(&model);
+    let mut adamw = AdamW::new(AdamWConfig::default(), &layout, &device.clone().inner());
+    let options = StepOptions::new(args.inputs, args.targets);
+    let batches: Vec<_> = (0..4)
+        .map(|i| random_batch(&modalities, args.batch, args.inputs, args.targets, i))
+        .collect();
+
+    let (mut total, mut fwd_bwd, mut opt) = (Vec::new(), Vec::new(), Vec::new());
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut last_loss = 0.0;
+    for step in 0..args.warmup + args.steps {
+        let batch = &batches[step % batches.len()];
+        let t0 = Instant::now();
+        let step_grads = model.gradients(&layout, batch, &options, threads)?;
+        last_loss = step_grads.loss;
+        let t2 = Instant::now();
+        let params = adamw.step(layout.flatten_params(&model), step_grads.grads, 1e-4);
+        model = layout.unflatten_into(model, params);
+        let _ = model.mask_token.val().sum().into_scalar::<f32>();
+        let t3 = Instant::now();
+        if step >= args.warmup {
+            total.push((t3 - t0).as_secs_f64());
+            fwd_bwd.push((t2 - t0).as_secs_f64());
+            opt.push((t3 - t2).as_secs_f64());
+        }
+    }
+    let vocab =
+        modalities.targets().map(|s| s.vocab_size).sum::<usize>() / modalities.targets().count();
+    let shape = StepShape {
+        batch: args.batch,
+        encoder_tokens: args.inputs,
+        decoder_tokens: args.targets,
+        mean_vocab: vocab,
+    };
+    let step = median(total);
+    let tokens = (args.batch * (args.inputs + args.targets)) as f64;
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "model: dim {} enc {} dec {} heads {} params {}",
+        config.dim,
+        config.encoder_depth,
+        config.decoder_depth,
+        config.num_heads,
+        model.num_trainable()
+    );
+    println!(
+        "step: batch {} inputs {} targets {} (loss {last_loss:.4})",
+        args.batch, args.inputs, args.targets
+    );
+    println!(
+        "median step        {:8.1} ms  over {} steps after {} warm-up",
+        step * 1e3,
+        args.steps,
+        args.warmup
+    );
+    println!(
+        "  forward+backward {:8.1} ms  ({threads} concurrent micro-batches)",
+        median(fwd_bwd) * 1e3
+    );
+    println!("  optimizer        {:8.1} ms", median(opt) * 1e3);
+    println!("tokens/s           {:8.0}", tokens / step);
+    println!(
+        "GFLOP/s            {:8.1}  ({:.1} GFLOP per step)",
+        config.train_flops(shape) / step / 1e9,
+        config.train_flops(shape) / 1e9
+    );
+    println!(
+        "threads            {:8}  load average {}",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        load.trim()
+    );
+    Ok(())
+}
