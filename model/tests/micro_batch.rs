@@ -34,7 +34,7 @@ fn micro_batches_reproduce_the_full_batch_gradient() {
             "{} vs {reference}",
             full.loss
         );
-        let g_full = full.grads.clone().into_data().to_vec::<f32>().unwrap();
+        let g_full = full.grads.clone().into_data().try_to_vec::<f32>().unwrap();
         for parts in [2, 3, 5] {
             let split = model.gradients(&layout, &batch, &options, parts).unwrap();
             assert!(
@@ -44,7 +44,7 @@ fn micro_batches_reproduce_the_full_batch_gradient() {
                 full.loss
             );
             assert_eq!(split.counts, full.counts);
-            let g = split.grads.into_data().to_vec::<f32>().unwrap();
+            let g = split.grads.into_data().try_to_vec::<f32>().unwrap();
             let diff = max_rel_diff(&g, &g_full);
             assert!(
                 diff < 1e-5,

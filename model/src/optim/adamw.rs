@@ -37,13 +37,15 @@ enum Moments {
         decay: Vec<bool>,
         exp_avg: Vec<f32>,
         exp_avg_sq: Vec<f32>,
-        device: Device,
     },
-    Device {
-        decay_mask: Tensor<1>,
-        exp_avg: Tensor<1>,
-        exp_avg_sq: Tensor<1>,
-    },
+    Device(Box<DeviceMoments>),
+}
+
+#[derive(Debug, Clone)]
+struct DeviceMoments {
+    decay_mask: Tensor<1>,
+    exp_avg: Tensor<1>,
+    exp_avg_sq: Tensor<1>,
 }
 
 /// Optimizer state: moments and the step count.
@@ -52,6 +54,7 @@ pub struct AdamW {
     config: AdamWConfig,
     moments: Moments,
     step: u64,
+    device: Device,
 }
 
 /// The scalars of one update, computed in `f64` as torch does before it touches tensors.
@@ -88,40 +91,43 @@ impl AdamW {
     ) -> Self {
         let device = exp_avg.device();
         let moments = if device == Device::flex() {
+            let decay = layout
+                .entries()
+                .iter()
+                .flat_map(|e| std::iter::repeat_n(e.info.decays(), e.info.numel()))
+                .collect();
             Moments::Host {
-                decay: layout
-                    .entries()
-                    .iter()
-                    .flat_map(|e| std::iter::repeat_n(e.info.decays(), e.info.numel()))
-                    .collect(),
+                decay,
                 exp_avg: host(exp_avg),
                 exp_avg_sq: host(exp_avg_sq),
-                device,
             }
         } else {
-            Moments::Device {
-                decay_mask: layout.decay_mask(&device),
+            let decay_mask = layout.decay_mask(&device);
+            Moments::Device(Box::new(DeviceMoments {
+                decay_mask,
                 exp_avg,
                 exp_avg_sq,
-            }
+            }))
         };
         Self {
             config,
             moments,
             step,
+            device,
         }
     }
 
     /// Runs the update as tensor operations even on the CPU (what accelerators do).
     pub fn with_tensor_ops(self, layout: &ParamLayout) -> Self {
         let (exp_avg, exp_avg_sq, step) = self.state();
-        let decay_mask = layout.decay_mask(&exp_avg.device());
+        let decay_mask = layout.decay_mask(&self.device);
+        let moments = Moments::Device(Box::new(DeviceMoments {
+            decay_mask,
+            exp_avg,
+            exp_avg_sq,
+        }));
         Self {
-            moments: Moments::Device {
-                decay_mask,
-                exp_avg,
-                exp_avg_sq,
-            },
+            moments,
             step,
             ..self
         }
@@ -133,18 +139,16 @@ impl AdamW {
             Moments::Host {
                 exp_avg,
                 exp_avg_sq,
-                device,
                 ..
-            } => (
-                device_tensor(exp_avg.clone(), device),
-                device_tensor(exp_avg_sq.clone(), device),
-                self.step,
-            ),
-            Moments::Device {
-                exp_avg,
-                exp_avg_sq,
-                ..
-            } => (exp_avg.clone(), exp_avg_sq.clone(), self.step),
+            } => {
+                let m = device_tensor(exp_avg.clone(), &self.device);
+                (
+                    m,
+                    device_tensor(exp_avg_sq.clone(), &self.device),
+                    self.step,
+                )
+            }
+            Moments::Device(d) => (d.exp_avg.clone(), d.exp_avg_sq.clone(), self.step),
         }
     }
 
@@ -178,7 +182,6 @@ impl AdamW {
                 decay,
                 exp_avg,
                 exp_avg_sq,
-                device,
             } => {
                 let mut p = host(params);
                 let g = host(grads);
@@ -192,13 +195,14 @@ impl AdamW {
                         &mut exp_avg_sq[i],
                     );
                 }
-                device_tensor(p, device)
+                device_tensor(p, &self.device)
             }
-            Moments::Device {
-                decay_mask,
-                exp_avg,
-                exp_avg_sq,
-            } => {
+            Moments::Device(d) => {
+                let DeviceMoments {
+                    decay_mask,
+                    exp_avg,
+                    exp_avg_sq,
+                } = d.as_mut();
                 // p *= 1 - lr·wd on the decay group.
                 let shrink = decay_mask
                     .clone()
