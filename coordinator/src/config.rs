@@ -1,0 +1,264 @@
+//! The coordinator's configuration: a TOML file (`deploy/coordinator.toml` is the documented
+//! template), then `FOURM_*` environment variables, then command-line flags, each overriding the
+//! previous. Unknown keys are errors; every value is validated with an error that names the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::StateConfig;
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// Network endpoints and security.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The training job.
+    pub job: JobConfig,
+    /// Workers and generations.
+    #[serde(default)]
+    pub membership: MembershipConfig,
+}
+
+/// Network endpoints and security.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// gRPC address.
+    pub listen: SocketAddr,
+    /// HTTP address of `/metrics` and `/status`.
+    pub metrics_listen: SocketAddr,
+    /// Largest accepted gRPC message.
+    pub max_message_size: bytesize::ByteSize,
+    /// File holding the job token (the `FOURM_JOB_TOKEN` environment variable also works).
+    pub token_file: Option<PathBuf>,
+    /// TLS certificate (PEM); with `tls_key`, the server speaks TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:50051".parse().expect("valid address"),
+            metrics_listen: "0.0.0.0:9090".parse().expect("valid address"),
+            max_message_size: bytesize::ByteSize::mib(4),
+            token_file: None,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+/// The training job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    /// Job identifier.
+    pub id: String,
+    /// Dataset URL (its `index.json` defines the shards).
+    pub dataset: String,
+    /// Object-store URL of the checkpoint folders.
+    pub checkpoint_root: String,
+    /// Seed of the epoch plan.
+    #[serde(default)]
+    pub seed: u64,
+    /// Steps of the whole job.
+    pub total_steps: u64,
+    /// Checkpoint every this many steps (0: only on request and at the end).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+    /// Committed checkpoints to keep.
+    #[serde(default = "default_keep_last")]
+    pub keep_last: usize,
+}
+
+fn default_checkpoint_every() -> u64 {
+    100
+}
+
+fn default_keep_last() -> usize {
+    3
+}
+
+/// Workers and generations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MembershipConfig {
+    /// A generation forms once this many workers are present...
+    pub min_workers: u32,
+    /// ...waiting up to `join_timeout` for this many.
+    pub max_workers: u32,
+    /// How long to wait for more than `min_workers`.
+    #[serde(with = "humantime_serde")]
+    pub join_timeout: Duration,
+    /// Heartbeat period of the workers.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// A worker silent this long is lost.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_timeout: Duration,
+}
+
+impl Default for MembershipConfig {
+    fn default() -> Self {
+        Self {
+            min_workers: 1,
+            max_workers: 1,
+            join_timeout: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown keys.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (names the key).
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid `{key}`: {reason}")]
+    Invalid {
+        /// Dotted key.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl CoordinatorConfig {
+    /// Parses a TOML document (`origin` names it in errors).
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Reads a TOML file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Applies `FOURM_*` environment overrides (`FOURM_DATASET`, `FOURM_CHECKPOINT_ROOT`,
+    /// `FOURM_MIN_WORKERS`, `FOURM_MAX_WORKERS`, `FOURM_TOTAL_STEPS`, `FOURM_JOB_ID`).
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let num = |key: &'static str, v: String| {
+            v.parse::<u64>().map_err(|e| ConfigError::Invalid {
+                key,
+                reason: format!("`{v}`: {e}"),
+            })
+        };
+        if let Some(v) = env("FOURM_DATASET") {
+            self.job.dataset = v;
+        }
+        if let Some(v) = env("FOURM_CHECKPOINT_ROOT") {
+            self.job.checkpoint_root = v;
+        }
+        if let Some(v) = env("FOURM_JOB_ID") {
+            self.job.id = v;
+        }
+        if let Some(v) = env("FOURM_TOTAL_STEPS") {
+            self.job.total_steps = num("FOURM_TOTAL_STEPS", v)?;
+        }
+        if let Some(v) = env("FOURM_MIN_WORKERS") {
+            self.membership.min_workers = num("FOURM_MIN_WORKERS", v)? as u32;
+        }
+        if let Some(v) = env("FOURM_MAX_WORKERS") {
+            self.membership.max_workers = num("FOURM_MAX_WORKERS", v)? as u32;
+        }
+        Ok(())
+    }
+
+    /// Checks every value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_string(),
+            })
+        };
+        if self.job.id.is_empty() {
+            return invalid("job.id", "must not be empty");
+        }
+        if self.job.dataset.is_empty() {
+            return invalid("job.dataset", "must name the dataset URL");
+        }
+        if self.job.checkpoint_root.is_empty() {
+            return invalid("job.checkpoint_root", "must name an object-store URL");
+        }
+        if self.job.total_steps == 0 {
+            return invalid("job.total_steps", "must be at least 1");
+        }
+        if self.job.keep_last == 0 {
+            return invalid("job.keep_last", "must be at least 1");
+        }
+        let m = &self.membership;
+        if m.min_workers == 0 {
+            return invalid("membership.min_workers", "must be at least 1");
+        }
+        if m.max_workers < m.min_workers {
+            return invalid(
+                "membership.max_workers",
+                "must be at least membership.min_workers",
+            );
+        }
+        if m.heartbeat_interval.is_zero() {
+            return invalid("membership.heartbeat_interval", "must be positive");
+        }
+        if m.heartbeat_timeout <= m.heartbeat_interval {
+            return invalid(
+                "membership.heartbeat_timeout",
+                "must be longer than membership.heartbeat_interval",
+            );
+        }
+        if self.server.max_message_size.as_u64() < 1024 {
+            return invalid("server.max_message_size", "must be at least 1KiB");
+        }
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            return invalid("server.tls_cert", "tls_cert and tls_key go together");
+        }
+        Ok(())
+    }
+
+    /// What the state machine needs.
+    pub fn state_config(&self) -> StateConfig {
+        StateConfig {
+            job_id: self.job.id.clone(),
+            min_workers: self.membership.min_workers,
+            max_workers: self.membership.max_workers,
+            join_timeout_ms: self.membership.join_timeout.as_millis() as u64,
+            heartbeat_interval_ms: self.membership.heartbeat_interval.as_millis() as u64,
+            heartbeat_timeout_ms: self.membership.heartbeat_timeout.as_millis() as u64,
+            checkpoint_every: self.job.checkpoint_every,
+            keep_last: self.job.keep_last,
+            total_steps: self.job.total_steps,
+        }
+    }
+}
