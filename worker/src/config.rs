@@ -1,0 +1,378 @@
+//! The worker's configuration: a TOML file (`deploy/worker.toml` is the documented template), then
+//! `FOURM_*` environment variables, then command-line flags. Unknown keys are errors; values are
+//! validated with errors that name the key. The `model`, `data` and `train` sections must be the
+//! same on every worker of a job: their digest is checked by the coordinator.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use fourm_model::{ArchVariant, FourMConfig, LossType};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// How to reach the coordinator.
+    pub coordinator: CoordinatorSection,
+    /// This worker.
+    #[serde(default)]
+    pub worker: WorkerSection,
+    /// The model.
+    #[serde(default)]
+    pub model: ModelSection,
+    /// The data.
+    pub data: DataSection,
+    /// Optimisation.
+    #[serde(default)]
+    pub train: TrainSection,
+    /// Logging and metrics.
+    #[serde(default)]
+    pub metrics: MetricsSection,
+}
+
+/// How to reach the coordinator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorSection {
+    /// gRPC endpoint, e.g. `http://fourm-coordinator:50051`.
+    pub address: String,
+    /// File holding the job token (`FOURM_JOB_TOKEN` also works).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// CA certificate (PEM) to verify a TLS coordinator.
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+}
+
+/// Which device the worker trains on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceKind {
+    /// burn's Flex CPU backend.
+    Cpu,
+    /// burn's CUDA backend (cargo feature `cuda`).
+    Cuda,
+}
+
+/// Which collective the ranks use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CollectiveKind {
+    /// The CPU ring over TCP.
+    Ring,
+    /// NCCL (cargo feature `cuda`).
+    Nccl,
+}
+
+/// This worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSection {
+    /// Unique id in the job (a Kubernetes job index, a host name...). Default: the host name.
+    pub id: Option<String>,
+    /// Where the CPU collective listens.
+    pub collective_listen: SocketAddr,
+    /// Address the other ranks use to reach it (default: the listen address, or this host's
+    /// name when listening on all interfaces).
+    pub collective_advertise: Option<String>,
+    /// Training device.
+    pub device: DeviceKind,
+    /// Device ordinal for CUDA.
+    pub device_index: usize,
+    /// Gradient collective.
+    pub collective: CollectiveKind,
+}
+
+impl Default for WorkerSection {
+    fn default() -> Self {
+        Self {
+            id: None,
+            collective_listen: "0.0.0.0:0".parse().expect("valid address"),
+            collective_advertise: None,
+            device: DeviceKind::Cpu,
+            device_index: 0,
+            collective: CollectiveKind::Ring,
+        }
+    }
+}
+
+/// The model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSection {
+    /// `debug`, `perf`, `tiny`, `small`, `base`, `large`, `xlarge`, or an ml-4m registry name such
+    /// as `fm_base_12e_12d_swiglu_nobias`.
+    pub preset: String,
+    /// `swiglu_nobias` or `gelu` (for the short preset names).
+    pub variant: ArchVariantName,
+    /// Seed of the initial weights (the same on every rank).
+    pub init_seed: u64,
+}
+
+/// Serde name of an [`ArchVariant`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArchVariantName {
+    /// SwiGLU without biases.
+    SwigluNobias,
+    /// GELU with biases.
+    Gelu,
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        Self { preset: "debug".into(), variant: ArchVariantName::SwigluNobias, init_seed: 0 }
+    }
+}
+
+impl ModelSection {
+    /// The model configuration (validated).
+    pub fn build(&self) -> Result<FourMConfig, ConfigError> {
+        let variant = match self.variant {
+            ArchVariantName::SwigluNobias => ArchVariant::SwigluNobias,
+            ArchVariantName::Gelu => ArchVariant::Gelu,
+        };
+        let config = match self.preset.as_str() {
+            "debug" => FourMConfig::debug().with_variant(variant),
+            "perf" => FourMConfig::perf().with_variant(variant),
+            "tiny" => FourMConfig::tiny(variant),
+            "small" => FourMConfig::small(variant),
+            "base" => FourMConfig::base(variant),
+            "large" => FourMConfig::large(variant),
+            "xlarge" => FourMConfig::xlarge(variant),
+            name => FourMConfig::from_ml4m_name(name)
+                .map_err(|e| ConfigError::Invalid { key: "model.preset", reason: e.to_string() })?,
+        };
+        config.validate().map_err(|e| ConfigError::Invalid { key: "model.preset", reason: e.to_string() })?;
+        Ok(config)
+    }
+}
+
+/// The data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// Dataset root URL (with `index.json`).
+    pub dataset: String,
+    /// Modalities to train on (default: every token and text modality of the dataset).
+    #[serde(default)]
+    pub modalities: Vec<String>,
+    /// Text tokenizer (HF `tokenizers` JSON) for text modalities; default `<dataset>/text_tokenizer.json`.
+    #[serde(default)]
+    pub text_tokenizer: Option<String>,
+    /// Maximum tokens of a text modality (ml-4m `max_tokens`).
+    #[serde(default = "default_text_tokens")]
+    pub text_max_tokens: usize,
+    /// Encoder tokens per sample (`num_input_tokens`).
+    #[serde(default = "default_tokens")]
+    pub input_tokens: usize,
+    /// Decoder tokens per sample (`num_target_tokens`).
+    #[serde(default = "default_tokens")]
+    pub target_tokens: usize,
+    /// Masking alphas: a file path, or the name of a shipped config.
+    #[serde(default)]
+    pub alphas: Option<String>,
+    /// Whole shards read ahead.
+    #[serde(default = "default_in_flight")]
+    pub shards_in_flight: usize,
+    /// Shards a rank reads at once (round-robin).
+    #[serde(default = "default_mix")]
+    pub mix: usize,
+}
+
+fn default_text_tokens() -> usize {
+    32
+}
+
+fn default_tokens() -> usize {
+    64
+}
+
+fn default_in_flight() -> usize {
+    4
+}
+
+fn default_mix() -> usize {
+    2
+}
+
+/// Optimisation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSection {
+    /// Samples per rank per step.
+    pub batch_size: usize,
+    /// Micro-batches computed concurrently on the CPU (0: one per core).
+    pub micro_batches: usize,
+    /// Base learning rate; `lr = blr · global_batch / 256`.
+    pub blr: f64,
+    /// Final learning rate of the cosine.
+    pub min_lr: f64,
+    /// Linear warm-up steps.
+    pub warmup_steps: u64,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// AdamW betas.
+    pub betas: (f64, f64),
+    /// AdamW epsilon.
+    pub eps: f64,
+    /// Global-norm clipping threshold (0: none).
+    pub clip_grad: f64,
+    /// Loss reduction.
+    pub loss: LossType,
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        Self {
+            batch_size: 8,
+            micro_batches: 0,
+            blr: 1e-4,
+            min_lr: 0.0,
+            warmup_steps: 10,
+            weight_decay: 0.05,
+            betas: (0.9, 0.95),
+            eps: 1e-8,
+            clip_grad: 0.0,
+            loss: LossType::Mod,
+        }
+    }
+}
+
+/// Logging and metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Log one line every this many steps (rank 0).
+    pub log_every: u64,
+    /// Peak FLOP/s of the device, for the MFU estimate (0: no MFU).
+    pub peak_flops: f64,
+    /// Append the sample keys of every committed step to this file (tests, audits).
+    pub audit_samples: Option<PathBuf>,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        Self { log_every: 10, peak_flops: 0.0, audit_samples: None }
+    }
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Malformed TOML or an unknown key.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (names the key).
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid `{key}`: {reason}")]
+    Invalid {
+        /// Dotted key.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl WorkerConfig {
+    /// Parses a TOML document (`origin` names it in errors).
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse { path: origin.to_path_buf(), message: e.to_string() })
+    }
+
+    /// Reads a TOML file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Applies `FOURM_*` environment overrides (`FOURM_COORDINATOR`, `FOURM_WORKER_ID`,
+    /// `FOURM_DATASET`, `FOURM_COLLECTIVE_LISTEN`, `FOURM_COLLECTIVE_ADVERTISE`).
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = env("FOURM_COORDINATOR") {
+            self.coordinator.address = v;
+        }
+        if let Some(v) = env("FOURM_WORKER_ID") {
+            self.worker.id = Some(v);
+        }
+        if let Some(v) = env("FOURM_DATASET") {
+            self.data.dataset = v;
+        }
+        if let Some(v) = env("FOURM_COLLECTIVE_LISTEN") {
+            self.worker.collective_listen = v
+                .parse()
+                .map_err(|e| ConfigError::Invalid { key: "FOURM_COLLECTIVE_LISTEN", reason: format!("`{v}`: {e}") })?;
+        }
+        if let Some(v) = env("FOURM_COLLECTIVE_ADVERTISE") {
+            self.worker.collective_advertise = Some(v);
+        }
+        Ok(())
+    }
+
+    /// Checks every value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, reason: &str| Err(ConfigError::Invalid { key, reason: reason.into() });
+        if !(self.coordinator.address.starts_with("http://") || self.coordinator.address.starts_with("https://")) {
+            return invalid("coordinator.address", "must be an http:// or https:// URL");
+        }
+        if self.worker.id.as_ref().is_some_and(|id| id.is_empty() || id.len() > 256) {
+            return invalid("worker.id", "must have 1 to 256 characters");
+        }
+        if self.worker.collective == CollectiveKind::Nccl && self.worker.device != DeviceKind::Cuda {
+            return invalid("worker.collective", "nccl needs worker.device = \"cuda\"");
+        }
+        self.model.build()?;
+        if self.data.dataset.is_empty() {
+            return invalid("data.dataset", "must name the dataset URL");
+        }
+        if self.data.input_tokens == 0 || self.data.target_tokens == 0 {
+            return invalid("data.input_tokens", "input and target tokens must be positive");
+        }
+        if self.data.shards_in_flight == 0 || self.data.mix == 0 {
+            return invalid("data.shards_in_flight", "shards_in_flight and mix must be at least 1");
+        }
+        if self.data.text_max_tokens == 0 || self.data.text_max_tokens > fourm_model::SEQ_POS_EMB_ROWS {
+            return invalid("data.text_max_tokens", "must be in 1..=512");
+        }
+        let t = &self.train;
+        if t.batch_size == 0 {
+            return invalid("train.batch_size", "must be at least 1");
+        }
+        if !(t.blr.is_finite() && t.blr > 0.0) || !(t.min_lr.is_finite() && t.min_lr >= 0.0) {
+            return invalid("train.blr", "learning rates must be finite, blr > 0 and min_lr >= 0");
+        }
+        if !(0.0..1.0).contains(&t.betas.0) || !(0.0..1.0).contains(&t.betas.1) {
+            return invalid("train.betas", "must be in [0, 1)");
+        }
+        if !(t.eps > 0.0) || t.weight_decay < 0.0 || t.clip_grad < 0.0 {
+            return invalid("train.eps", "eps must be positive, weight_decay and clip_grad non-negative");
+        }
+        if self.metrics.log_every == 0 || self.metrics.peak_flops < 0.0 {
+            return invalid("metrics.log_every", "log_every must be positive and peak_flops non-negative");
+        }
+        Ok(())
+    }
+
+    /// Digest of everything that must agree across the workers of a job.
+    pub fn digest(&self) -> String {
+        let shared = serde_json::json!({ "model": self.model, "data": self.data, "train": self.train });
+        let hash = Sha256::digest(shared.to_string().as_bytes());
+        hash.iter().take(12).map(|b| format!("{b:02x}")).collect()
+    }
+}

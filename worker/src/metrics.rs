@@ -1,0 +1,103 @@
+//! Step metrics: loss (total and per modality), gradient norm, learning rate, throughput, an MFU
+//! estimate from the model's FLOPs and a configured peak, and the share of time spent waiting for
+//! data. Rank 0 logs them as one line per interval.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use fourm_model::{FourMConfig, StepShape};
+use fourm_proto::v1 as pb;
+
+/// What one step measured on this rank.
+#[derive(Debug, Clone, Default)]
+pub struct StepReport {
+    /// Step number (after the update).
+    pub step: u64,
+    /// Total loss of the global batch.
+    pub loss: f64,
+    /// Per-modality mean loss of this rank's batch.
+    pub modality_loss: BTreeMap<String, f64>,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Wall time of the step.
+    pub elapsed: Duration,
+    /// Time spent waiting for data.
+    pub data_wait: Duration,
+    /// Tokens (encoder + decoder slots) this rank processed.
+    pub tokens: usize,
+    /// FLOPs this rank computed.
+    pub flops: f64,
+}
+
+impl StepReport {
+    /// Tokens per second on this rank.
+    pub fn tokens_per_s(&self) -> f64 {
+        self.tokens as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Achieved FLOPs over the peak (0 when no peak is configured).
+    pub fn mfu(&self, peak_flops: f64) -> f64 {
+        if peak_flops <= 0.0 { 0.0 } else { self.flops / self.elapsed.as_secs_f64().max(1e-9) / peak_flops }
+    }
+
+    /// Fraction of the step spent waiting for data.
+    pub fn data_wait_ratio(&self) -> f64 {
+        self.data_wait.as_secs_f64() / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The wire form sent with the progress report.
+    pub fn to_proto(&self, peak_flops: f64) -> pb::StepMetrics {
+        pb::StepMetrics {
+            loss: self.loss,
+            modality_loss: self.modality_loss.clone().into_iter().collect(),
+            grad_norm: self.grad_norm,
+            lr: self.lr,
+            tokens_per_s: self.tokens_per_s(),
+            mfu: self.mfu(peak_flops),
+            data_wait: self.data_wait_ratio(),
+        }
+    }
+
+    /// Logs the step (structured fields).
+    pub fn log(&self, peak_flops: f64) {
+        let per_mod: Vec<String> = self.modality_loss.iter().map(|(m, l)| format!("{m}={l:.4}")).collect();
+        tracing::info!(
+            step = self.step,
+            loss = format!("{:.4}", self.loss),
+            modality_loss = %per_mod.join(" "),
+            grad_norm = format!("{:.3}", self.grad_norm),
+            lr = format!("{:.3e}", self.lr),
+            tokens_per_s = self.tokens_per_s() as u64,
+            mfu = format!("{:.3}", self.mfu(peak_flops)),
+            data_wait = format!("{:.1}%", 100.0 * self.data_wait_ratio()),
+            "train step"
+        );
+    }
+}
+
+/// FLOPs of one step of `batch` samples.
+pub fn step_flops(config: &FourMConfig, batch: usize, inputs: usize, targets: usize, mean_vocab: usize) -> f64 {
+    config.train_flops(StepShape { batch, encoder_tokens: inputs, decoder_tokens: targets, mean_vocab })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_follow_the_elapsed_time() {
+        let r = StepReport {
+            elapsed: Duration::from_millis(500),
+            data_wait: Duration::from_millis(50),
+            tokens: 1000,
+            flops: 1e9,
+            ..StepReport::default()
+        };
+        assert!((r.tokens_per_s() - 2000.0).abs() < 1e-6);
+        assert!((r.mfu(4e9) - 0.5).abs() < 1e-9);
+        assert_eq!(r.mfu(0.0), 0.0);
+        assert!((r.data_wait_ratio() - 0.1).abs() < 1e-9);
+    }
+}
