@@ -86,10 +86,10 @@ impl ModalityInfo {
         }
         match self.kind {
             ModalityKind::Tokens => {
-                if !self.vocab_size.is_some_and(|v| v > 0) {
+                if self.vocab_size.is_none_or(|v| v == 0) {
                     return Err(format!("modality {name}: tokens need a vocab_size > 0"));
                 }
-                if !self.token_shape.is_some_and(|[h, w]| h > 0 && w > 0) {
+                if self.token_shape.is_none_or(|[h, w]| h == 0 || w == 0) {
                     return Err(format!(
                         "modality {name}: tokens need a non-empty token_shape"
                     ));

@@ -356,12 +356,7 @@ fn validate_column(
 }
 
 fn check_ids(url: &str, entry: &str, array: &NpyArray, vocab_size: u32) -> Result<(), DataError> {
-    let limit = i64::from(vocab_size);
-    match array
-        .values()
-        .enumerate()
-        .find(|&(_, id)| !(0..limit).contains(&id))
-    {
+    match array.find_outside(0, i64::from(vocab_size)) {
         None => Ok(()),
         Some((position, id)) => Err(DataError::TokenOutOfRange {
             url: url.to_string(),
