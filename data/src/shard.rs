@@ -307,6 +307,14 @@ fn validate_column(
                         entry: entry.name.clone(),
                         source,
                     })?;
+                if let Some(dtype) = &info.dtype
+                    && array.dtype.descr() != *dtype
+                {
+                    return Err(shape_error(format!(
+                        "dtype {}, the index says {dtype}",
+                        array.dtype.descr()
+                    )));
+                }
                 let width = match info.kind {
                     ModalityKind::Tokens => info.tokens_per_crop().unwrap_or(0),
                     _ => 5,
