@@ -33,6 +33,14 @@ pub enum ModelError {
         /// What is wrong.
         reason: String,
     },
+    /// A generation request cannot be carried out (plan, conditions, or a hook's answer).
+    #[error("generation of `{modality}`: {reason}")]
+    Generation {
+        /// The modality being generated or conditioned on (`*` for plan-wide problems).
+        modality: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// An I/O error.
     #[error("{context}")]
     Io {
@@ -47,6 +55,13 @@ pub enum ModelError {
 impl ModelError {
     pub(crate) fn batch(modality: &str, reason: impl Into<String>) -> Self {
         ModelError::Batch {
+            modality: modality.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn generation(modality: &str, reason: impl Into<String>) -> Self {
+        ModelError::Generation {
             modality: modality.to_string(),
             reason: reason.into(),
         }

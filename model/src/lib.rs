@@ -9,6 +9,8 @@
 //! - [`FourM::forward`] runs one training forward pass on a [`Batch`] (ml-4m's `mod_dict`).
 //! - [`weights`] loads and saves ml-4m state dicts; [`optim`] holds AdamW with ml-4m's parameter
 //!   groups and schedule, gradient flattening and clipping.
+//! - [`generate`] runs any-to-any generation: MaskGIT, ROAR and autoregressive decoding
+//!   (with a key/value cache), temperature and guidance schedules, chained targets.
 
 mod batch;
 mod config;
@@ -16,6 +18,7 @@ mod embed;
 mod error;
 mod flops;
 mod fourm;
+pub mod generate;
 mod init;
 pub mod layers;
 mod loss;

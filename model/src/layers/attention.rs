@@ -116,13 +116,13 @@ impl CrossAttention {
 }
 
 /// `[b, n, h·dh] -> [b, h, n, dh]`.
-fn split_heads(x: Tensor<3>, heads: usize) -> Tensor<4> {
+pub(crate) fn split_heads(x: Tensor<3>, heads: usize) -> Tensor<4> {
     let [b, n, d] = x.dims();
     x.reshape([b, n, heads, d / heads]).swap_dims(1, 2)
 }
 
 /// `softmax(q·kᵀ·scale + bias)·v` per head, `[b, h, n, dh]`.
-fn attend(
+pub(crate) fn attend(
     q: Tensor<4>,
     k: Tensor<4>,
     v: Tensor<4>,

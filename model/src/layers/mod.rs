@@ -6,6 +6,7 @@ mod mlp;
 mod norm;
 
 pub use attention::{Attention, CrossAttention, MASKED};
+pub(crate) use attention::{attend, split_heads};
 pub use block::{Block, DecoderBlock};
 pub use mlp::Mlp;
 pub use norm::Norm;
