@@ -1,1 +1,23 @@
-//! fourm-worker: filled by later issues.
+//! # fourm-worker
+//!
+//! One process per GPU (or CPU): joins the coordinator, streams and masks its shards, trains 4M
+//! data-parallel with one all-reduce per step, checkpoints to object storage, and rejoins after
+//! failures. The model is single-device code ([`fourm_model`]); everything parallel is here.
+
+pub mod audit;
+pub mod checkpoint;
+pub mod client;
+pub mod config;
+pub mod control;
+mod error;
+mod heartbeat;
+pub mod metrics;
+pub mod pipeline;
+mod reporter;
+mod run;
+pub mod session;
+pub mod setup;
+pub mod step;
+
+pub use error::WorkerError;
+pub use run::run;

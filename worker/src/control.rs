@@ -1,0 +1,112 @@
+//! What the coordinator tells a running worker, shared between the heartbeat task and the
+//! training thread: the generation to join, abort, checkpoint requests, shutdown.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+
+use fourm_collective::AbortHandle;
+use fourm_proto::v1 as pb;
+use tokio::sync::watch;
+
+/// Shared control state of one worker.
+#[derive(Debug)]
+pub struct Control {
+    /// Generation the worker trains in (0: none).
+    pub generation: AtomicU64,
+    /// Last completed step.
+    pub step: AtomicU64,
+    phase: AtomicI32,
+    abort: Mutex<Option<AbortHandle>>,
+    aborted: AtomicBool,
+    reason: Mutex<String>,
+    checkpoint: AtomicBool,
+    shutdown: AtomicBool,
+    join_tx: watch::Sender<u64>,
+}
+
+impl Control {
+    /// Fresh state; returns the receiver of "join generation g" requests.
+    pub fn new() -> (Self, watch::Receiver<u64>) {
+        let (join_tx, join_rx) = watch::channel(0);
+        let c = Self {
+            generation: AtomicU64::new(0),
+            step: AtomicU64::new(0),
+            phase: AtomicI32::new(pb::WorkerPhase::Waiting as i32),
+            abort: Mutex::new(None),
+            aborted: AtomicBool::new(false),
+            reason: Mutex::new(String::new()),
+            checkpoint: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+            join_tx,
+        };
+        (c, join_rx)
+    }
+
+    /// Enters generation `g` with the collective's abort handle.
+    pub fn enter(&self, g: u64, abort: AbortHandle) {
+        *self.abort.lock().unwrap_or_else(|e| e.into_inner()) = Some(abort);
+        self.aborted.store(false, Ordering::SeqCst);
+        self.generation.store(g, Ordering::SeqCst);
+    }
+
+    /// Leaves the current generation.
+    pub fn leave(&self) {
+        *self.abort.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.generation.store(0, Ordering::SeqCst);
+        self.set_phase(pb::WorkerPhase::Waiting);
+    }
+
+    /// Aborts the current generation (its collective returns errors at once).
+    pub fn abort(&self, reason: &str) {
+        if self.generation.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        *self.reason.lock().unwrap_or_else(|e| e.into_inner()) = reason.to_string();
+        self.aborted.store(true, Ordering::SeqCst);
+        if let Some(handle) = self.abort.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            handle.abort();
+        }
+    }
+
+    /// Whether the current generation was aborted, and why.
+    pub fn aborted(&self) -> Option<String> {
+        self.aborted.load(Ordering::SeqCst).then(|| self.reason.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
+    /// Asks to join generation `g`.
+    pub fn request_join(&self, g: u64) {
+        self.join_tx.send_replace(g);
+    }
+
+    /// Rank 0 was asked for a checkpoint.
+    pub fn request_checkpoint(&self) {
+        self.checkpoint.store(true, Ordering::SeqCst);
+    }
+
+    /// Takes a pending checkpoint request.
+    pub fn take_checkpoint_request(&self) -> bool {
+        self.checkpoint.swap(false, Ordering::SeqCst)
+    }
+
+    /// The job is over.
+    pub fn shut_down(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        self.abort("the job is shutting down");
+        self.join_tx.send_replace(u64::MAX);
+    }
+
+    /// Whether the job is over.
+    pub fn is_shut_down(&self) -> bool {
+        self.shutdown.load(Ordering::SeqCst)
+    }
+
+    /// What the worker does (for heartbeats).
+    pub fn set_phase(&self, phase: pb::WorkerPhase) {
+        self.phase.store(phase as i32, Ordering::SeqCst);
+    }
+
+    /// The phase as sent in heartbeats.
+    pub fn phase(&self) -> i32 {
+        self.phase.load(Ordering::SeqCst)
+    }
+}

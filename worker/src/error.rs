@@ -1,0 +1,72 @@
+//! The worker's error type.
+
+use fourm_collective::CollectiveError;
+use fourm_data::{DataError, MaskError, PlanError, TokenizerError};
+use fourm_model::ModelError;
+
+use crate::checkpoint::CheckpointError;
+use crate::client::ClientError;
+use crate::config::ConfigError;
+use crate::pipeline::PipelineError;
+use crate::step::StepError;
+
+/// Why a worker (or one of its generations) stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Setting up the data, model or device failed.
+    #[error("setup: {0}")]
+    Setup(String),
+    /// The coordinator refused a request or was unreachable.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The dataset.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// The data plan or cursor.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// Masking.
+    #[error(transparent)]
+    Mask(#[from] MaskError),
+    /// The text tokenizer.
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    /// The model.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The collective.
+    #[error(transparent)]
+    Collective(#[from] CollectiveError),
+    /// A checkpoint.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The input pipeline.
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    /// A training step.
+    #[error(transparent)]
+    Step(#[from] StepError),
+    /// I/O (the collective listener, the audit file).
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl WorkerError {
+    pub(crate) fn setup(reason: impl Into<String>) -> Self {
+        WorkerError::Setup(reason.into())
+    }
+
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        WorkerError::Io { context: context.into(), source }
+    }
+}

@@ -1,0 +1,208 @@
+//! The input pipeline of a rank: its `RankStream` → decoded samples (whole shards read ahead in
+//! the background by fourm-data's `StepLoader`) → text tokenized → ml-4m masking seeded per
+//! sample → a `fourm_model::Batch`. A dedicated thread prepares batches ahead of the training
+//! step (bounded), so that the step never waits while the store keeps up; the time it does wait
+//! is measured.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::time::{Duration, Instant};
+
+use fourm_data::{
+    DecodedSample, Detections, MaskedBatch, MaskedTensor, Masker, ModalityData as DataValue, ModalityInput, RankStream,
+    StepLoader, TextTokenizer,
+};
+use fourm_model::{Batch, ModalityBatch, ModalityData};
+
+/// Bins of the box coordinates (ml-4m: `v0=0 … v0=999`).
+const DET_BINS: usize = 1000;
+/// Minimum detection score kept (ml-4m: 0.6).
+const DET_THRESHOLD: f64 = 0.6;
+
+/// A batch ready for the step, with what it consumed.
+#[derive(Debug)]
+pub struct PreparedBatch {
+    /// The model input.
+    pub batch: Batch,
+    /// Consumed prefixes of the entries this batch read from (the progress to report).
+    pub progress: Vec<(u64, u64)>,
+    /// `epoch/shard/key` of every sample in the batch.
+    pub keys: Vec<String>,
+    /// Shards found bad while filling the batch: (shard, reason). Their samples were skipped.
+    pub quarantined: Vec<(u32, String)>,
+    /// Time the loader waited for shards while preparing it.
+    pub loader_wait: Duration,
+}
+
+/// Why the pipeline stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    /// A sample could not be tokenized or masked.
+    #[error("sample {key}: {reason}")]
+    Sample {
+        /// `epoch/shard/key`.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Every shard read in a row was bad: the data is unusable.
+    #[error("no valid sample in {0} consecutive samples: every shard read is bad")]
+    NoValidData(usize),
+}
+
+/// Turns decoded samples into masked model batches.
+pub struct BatchBuilder {
+    /// Masking (ml-4m's UnifiedMasking).
+    pub masker: Masker,
+    /// Text tokenizer for text modalities.
+    pub tokenizer: Option<TextTokenizer>,
+    /// Modalities the model reads.
+    pub modalities: Vec<String>,
+}
+
+impl BatchBuilder {
+    /// The masked model input of `samples` (each with its per-sample seed).
+    pub fn build(&self, samples: &[(String, u64, &DecodedSample)]) -> Result<Batch, PipelineError> {
+        let masked = samples
+            .iter()
+            .map(|(key, seed, sample)| {
+                let bad = |reason: String| PipelineError::Sample { key: key.clone(), reason };
+                let mut inputs = BTreeMap::new();
+                for name in &self.modalities {
+                    let value = sample.modalities.get(name).ok_or_else(|| bad(format!("modality `{name}` missing")))?;
+                    inputs.insert(name.clone(), self.input(name, value).map_err(bad)?);
+                }
+                self.masker.mask(&inputs, *seed).map_err(|e| bad(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let stacked = MaskedBatch::collate(&masked).ok_or_else(|| PipelineError::Sample {
+            key: "*".into(),
+            reason: "masked samples differ in layout".into(),
+        })?;
+        Ok(to_model_batch(stacked))
+    }
+
+    fn input(&self, name: &str, value: &DataValue) -> Result<ModalityInput, String> {
+        let text = |t: &str| -> Result<ModalityInput, String> {
+            let tok = self.tokenizer.as_ref().ok_or_else(|| format!("`{name}` is text but no text tokenizer is configured"))?;
+            tok.encode(t).map(ModalityInput::Sequence).map_err(|e| e.to_string())
+        };
+        match value {
+            DataValue::Tokens(grid) => Ok(ModalityInput::ImageTokens(grid.ids.clone())),
+            DataValue::Text(t) => text(t),
+            DataValue::Json(v) => {
+                let det: Detections = serde_json::from_value(v.clone()).map_err(|e| format!("boxes of `{name}`: {e}"))?;
+                text(&det.to_text(DET_THRESHOLD, DET_BINS))
+            }
+        }
+    }
+}
+
+/// Converts fourm-data's stacked masked rows into the model's batch.
+fn to_model_batch(m: MaskedBatch) -> Batch {
+    let modalities = m
+        .modalities
+        .into_iter()
+        .map(|(name, rows)| {
+            let data = match rows.tensor {
+                MaskedTensor::Tokens(t) => ModalityData::Tokens(t),
+                MaskedTensor::Pixels(p) => ModalityData::Pixels(p),
+            };
+            let batch = ModalityBatch {
+                data,
+                input_mask: rows.input_mask,
+                target_mask: rows.target_mask,
+                decoder_attention_mask: rows.decoder_attention_mask,
+            };
+            (name, batch)
+        })
+        .collect();
+    Batch { batch_size: m.batch_size, modalities }
+}
+
+/// The background thread preparing batches.
+pub struct Prefetcher {
+    rx: Receiver<Result<PreparedBatch, PipelineError>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Prefetcher {
+    /// Starts preparing batches of `batch_size` samples, `depth` ahead.
+    pub fn start(mut loader: StepLoader, mut stream: RankStream, builder: BatchBuilder, batch_size: usize, depth: usize) -> Self {
+        let (tx, rx) = sync_channel(depth.max(1));
+        let handle = std::thread::Builder::new()
+            .name("fourm-input".into())
+            .spawn(move || produce(&mut loader, &mut stream, &builder, batch_size, &tx))
+            .expect("spawning the input thread");
+        Self { rx, handle: Some(handle) }
+    }
+
+    /// The next batch, and how long the step waited for it.
+    pub fn next(&mut self) -> Result<(PreparedBatch, Duration), PipelineError> {
+        let t = Instant::now();
+        let batch = self.rx.recv().unwrap_or(Err(PipelineError::NoValidData(0)))?;
+        Ok((batch, t.elapsed()))
+    }
+}
+
+impl Drop for Prefetcher {
+    fn drop(&mut self) {
+        // Closing the receiver stops the producer at its next send.
+        let (_, dead) = sync_channel(1);
+        drop(std::mem::replace(&mut self.rx, dead));
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn produce(
+    loader: &mut StepLoader,
+    stream: &mut RankStream,
+    builder: &BatchBuilder,
+    batch_size: usize,
+    tx: &SyncSender<Result<PreparedBatch, PipelineError>>,
+) {
+    loop {
+        let prepared = prepare(loader, stream, builder, batch_size);
+        let failed = prepared.is_err();
+        if tx.send(prepared).is_err() || failed {
+            return;
+        }
+    }
+}
+
+fn prepare(loader: &mut StepLoader, stream: &mut RankStream, builder: &BatchBuilder, batch_size: usize) -> Result<PreparedBatch, PipelineError> {
+    let mut good = Vec::new();
+    let mut quarantined: Vec<(u32, String)> = Vec::new();
+    let mut loader_wait = Duration::ZERO;
+    let mut bad_in_a_row = 0usize;
+    while good.len() < batch_size {
+        let step = loader.next_step_blocking(stream, batch_size - good.len());
+        loader_wait += step.waited;
+        for s in step.samples {
+            match s.data {
+                Ok(sample) => {
+                    bad_in_a_row = 0;
+                    good.push((s.at, sample));
+                }
+                Err(e) => {
+                    bad_in_a_row += 1;
+                    if !quarantined.iter().any(|(shard, _)| *shard == s.at.shard) {
+                        tracing::warn!(shard = s.at.shard, epoch = s.at.epoch, error = %e, "bad shard quarantined");
+                        quarantined.push((s.at.shard, e.to_string()));
+                    }
+                }
+            }
+        }
+        if bad_in_a_row > 100 * batch_size.max(1) {
+            return Err(PipelineError::NoValidData(bad_in_a_row));
+        }
+    }
+    let keyed: Vec<(String, u64, &DecodedSample)> =
+        good.iter().map(|(at, s)| (format!("{}/{}/{}", at.epoch, at.shard, s.key), at.seed, s)).collect();
+    let batch = builder.build(&keyed)?;
+    let keys = keyed.into_iter().map(|(k, _, _)| k).collect();
+    Ok(PreparedBatch { batch, progress: stream.take_progress(), keys, quarantined, loader_wait })
+}

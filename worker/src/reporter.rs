@@ -1,0 +1,73 @@
+//! Progress and checkpoint acknowledgements, sent in order by one task (the coordinator requires
+//! a rank's progress through a step before its acknowledgement of that step's checkpoint), while
+//! training goes on.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use fourm_proto::v1 as pb;
+use tokio::sync::mpsc;
+
+use crate::client::Client;
+use crate::control::Control;
+
+/// What the reporter sends.
+#[derive(Debug)]
+pub enum Report {
+    /// Consumed prefixes and metrics after a step.
+    Progress(pb::ProgressRequest),
+    /// This rank's part of a checkpoint is written.
+    Done(pb::CheckpointDoneRequest),
+}
+
+/// Handle to the reporter task.
+#[derive(Clone)]
+pub struct Reporter {
+    tx: mpsc::UnboundedSender<Report>,
+    committed: Arc<AtomicU64>,
+}
+
+impl Reporter {
+    /// Starts the task on the current runtime.
+    pub fn start(client: Client, control: Arc<Control>, runtime: &tokio::runtime::Handle) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Report>();
+        let committed = Arc::new(AtomicU64::new(0));
+        let seen = committed.clone();
+        runtime.spawn(async move {
+            while let Some(report) = rx.recv().await {
+                let result = match report {
+                    Report::Progress(req) => client.report_progress(req).await.map(|r| r.committed_step),
+                    Report::Done(req) => {
+                        let step = req.step;
+                        client.checkpoint_done(req).await.map(|r| if r.committed { step } else { 0 })
+                    }
+                };
+                match result {
+                    Ok(step) => {
+                        seen.fetch_max(step, Ordering::SeqCst);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "coordinator refused a report");
+                        control.abort(&format!("coordinator refused a report: {e}"));
+                    }
+                }
+            }
+        });
+        Self { tx, committed }
+    }
+
+    /// Queues a report.
+    pub fn send(&self, report: Report) {
+        let _ = self.tx.send(report);
+    }
+
+    /// Latest committed checkpoint step the coordinator reported.
+    pub fn committed(&self) -> u64 {
+        self.committed.load(Ordering::SeqCst)
+    }
+
+    /// Sets the committed step (the checkpoint a generation restored).
+    pub fn set_committed(&self, step: u64) {
+        self.committed.fetch_max(step, Ordering::SeqCst);
+    }
+}

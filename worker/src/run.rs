@@ -1,0 +1,118 @@
+//! A worker's life: register, heartbeat, train in each generation it is asked to join, leave.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use burn::tensor::Device;
+use fourm_proto::v1 as pb;
+
+use crate::audit::Audit;
+use crate::client::Client;
+use crate::config::{DeviceKind, WorkerConfig};
+use crate::control::Control;
+use crate::error::WorkerError;
+use crate::heartbeat::heartbeat_loop;
+use crate::reporter::Reporter;
+use crate::session::{GenerationEnd, Worker};
+use crate::setup::DataSetup;
+
+/// Runs the worker until the job finishes or `control` is shut down (for example on SIGTERM).
+pub async fn run(config: WorkerConfig, token: String, control: Arc<Control>, mut join: tokio::sync::watch::Receiver<u64>) -> Result<(), WorkerError> {
+    config.validate()?;
+    let id = config.worker.id.clone().unwrap_or_else(host_name);
+    let listener = std::net::TcpListener::bind(config.worker.collective_listen)
+        .map_err(|e| WorkerError::io(format!("binding the collective on {}", config.worker.collective_listen), e))?;
+    let local = listener.local_addr().map_err(|e| WorkerError::io("collective address", e))?;
+    let advertise = config.worker.collective_advertise.clone().unwrap_or_else(|| {
+        if local.ip().is_unspecified() { format!("{}:{}", host_name(), local.port()) } else { local.to_string() }
+    });
+    let ca = match &config.coordinator.tls_ca {
+        Some(p) => Some(std::fs::read(p).map_err(|e| WorkerError::io(format!("reading {}", p.display()), e))?),
+        None => None,
+    };
+    let client = Client::new(&config.coordinator.address, &token, ca.as_deref(), Duration::from_secs(600))?;
+    let data = DataSetup::open(&config).await?;
+    let device = device(&config)?;
+    let register = pb::RegisterRequest {
+        worker: Some(pb::WorkerInfo {
+            worker_id: id.clone(),
+            collective_address: advertise.clone(),
+            device: format!("{:?}:{}", config.worker.device, config.worker.device_index).to_lowercase(),
+            config_digest: config.digest(),
+        }),
+        version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let reply = client.register(register.clone()).await?;
+    tracing::info!(worker = %id, job = %reply.job_id, collective = %advertise, "registered");
+    let interval = Duration::from_millis(u64::from(reply.heartbeat_interval_ms.max(20)));
+    let heartbeats = tokio::spawn(heartbeat_loop(client.clone(), id.clone(), control.clone(), interval, register));
+    let reporter = Reporter::start(client.clone(), control.clone(), &tokio::runtime::Handle::current());
+    let audit = config.metrics.audit_samples.as_deref().map(|p| Mutex::new(Audit::new(p)));
+    let worker = Arc::new(Worker {
+        config,
+        id: id.clone(),
+        client: client.clone(),
+        control: control.clone(),
+        data,
+        listener,
+        runtime: tokio::runtime::Handle::current(),
+        device,
+        reporter,
+        audit,
+    });
+
+    let mut last = 0;
+    let outcome = loop {
+        let g = *join.borrow_and_update();
+        if control.is_shut_down() {
+            break Ok(());
+        }
+        if g == 0 || g == last {
+            if join.changed().await.is_err() {
+                break Ok(());
+            }
+            continue;
+        }
+        last = g;
+        let w = worker.clone();
+        let end = tokio::task::spawn_blocking(move || w.run_generation(g)).await;
+        control.leave();
+        match end {
+            Ok(Ok(GenerationEnd::Finished)) => {
+                tracing::info!("job finished; waiting for the coordinator to confirm");
+                while !control.is_shut_down() {
+                    tokio::time::sleep(interval).await;
+                }
+                break Ok(());
+            }
+            Ok(Ok(GenerationEnd::Aborted(reason))) => tracing::warn!(generation = g, reason = %reason, "generation aborted; rejoining"),
+            Ok(Err(e)) => break Err(e),
+            Err(panic) => break Err(WorkerError::setup(format!("training thread failed: {panic}"))),
+        }
+    };
+    let reason = match &outcome {
+        Ok(()) => "done".to_string(),
+        Err(e) => e.to_string(),
+    };
+    let _ = client.leave(pb::LeaveRequest { worker_id: id, generation: 0, reason }).await;
+    heartbeats.abort();
+    outcome
+}
+
+fn device(config: &WorkerConfig) -> Result<Device, WorkerError> {
+    match config.worker.device {
+        DeviceKind::Cpu => Ok(Device::flex().autodiff()),
+        #[cfg(feature = "cuda")]
+        DeviceKind::Cuda => Ok(Device::cuda(config.worker.device_index).autodiff()),
+        #[cfg(not(feature = "cuda"))]
+        DeviceKind::Cuda => Err(WorkerError::setup("this worker was built without the `cuda` feature")),
+    }
+}
+
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "worker".into())
+}
