@@ -10,9 +10,10 @@ use crate::{AbortHandle, CollectiveError};
 /// Every rank calls the same operations in the same order with buffers of the same length; an
 /// implementation that can detect a disagreement returns
 /// [`CollectiveError::Mismatch`] rather than mixing up data. Results are bit-identical on every
-/// rank and deterministic for a given world size and buffer length. A failed operation leaves the
-/// collective unusable ([`CollectiveError::Broken`]): the caller builds a new one, typically for
-/// the next generation. With `world_size == 1` every operation is a no-op.
+/// rank and deterministic for a given world size and buffer length. An operation that fails
+/// (anything but a refused argument such as an invalid root) leaves the collective unusable
+/// ([`CollectiveError::Broken`]): the caller builds a new one, typically for the next generation.
+/// With `world_size == 1` every operation is a no-op.
 ///
 /// Operations block the calling thread; [`abort_handle`](Collective::abort_handle) gives a handle
 /// that another thread can use to make them return [`CollectiveError::Aborted`].

@@ -150,7 +150,10 @@ impl Pipeline<'_> {
     ) -> Result<(), Failed> {
         let (lend, to_send) = mpsc::channel::<Lent<'b>>();
         let (give_back, returned) = mpsc::channel::<Lent<'b>>();
-        std::thread::scope(|s| {
+        std::thread::scope(move |s| {
+            // Owned by this closure, so that it is dropped (ending the sender's loop) even if
+            // `receive` panics, before the scope joins the sender.
+            let lend = lend;
             let sender = s.spawn(move || {
                 for (j, k, piece) in to_send {
                     self.write(&self.links.right, bytemuck::cast_slice(piece))?;

@@ -36,10 +36,25 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The rank processes of one group; those still running when it is dropped (after an error) are
+/// killed, so that a failed run leaves nothing behind.
+struct Ranks(Vec<(Child, BufReader<ChildStdout>)>);
+
+impl Drop for Ranks {
+    fn drop(&mut self) {
+        for (child, _) in &mut self.0 {
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
 /// Runs one group; returns, per timed run, the slowest rank's time in microseconds.
 fn measure(args: &Args, world: usize) -> anyhow::Result<Vec<u64>> {
     let exe = std::env::current_exe()?;
-    let mut ranks: Vec<(Child, BufReader<ChildStdout>)> = Vec::new();
+    let mut ranks = Ranks(Vec::new());
     for rank in 0..world {
         let mut child = Command::new(&exe)
             .args(["--rank", &rank.to_string(), "--world", &world.to_string()])
@@ -56,14 +71,14 @@ fn measure(args: &Args, world: usize) -> anyhow::Result<Vec<u64>> {
             .spawn()
             .context("starting a rank process")?;
         let stdout = BufReader::new(child.stdout.take().context("rank stdout")?);
-        ranks.push((child, stdout));
+        ranks.0.push((child, stdout));
     }
     let mut addrs = Vec::new();
-    for (_, stdout) in &mut ranks {
+    for (_, stdout) in &mut ranks.0 {
         addrs.push(expect_line(stdout, "addr ")?);
     }
     let peers = format!("peers {}\n", addrs.join(","));
-    for (child, _) in &mut ranks {
+    for (child, _) in &mut ranks.0 {
         child
             .stdin
             .take()
@@ -71,7 +86,7 @@ fn measure(args: &Args, world: usize) -> anyhow::Result<Vec<u64>> {
             .write_all(peers.as_bytes())?;
     }
     let mut slowest = vec![0u64; args.iters];
-    for (rank, (child, stdout)) in ranks.iter_mut().enumerate() {
+    for (rank, (child, stdout)) in ranks.0.iter_mut().enumerate() {
         let times = expect_line(stdout, "times ")?;
         for (slot, t) in slowest.iter_mut().zip(times.split(',')) {
             *slot = (*slot).max(t.parse().context("a timing")?);
