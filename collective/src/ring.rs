@@ -20,6 +20,8 @@ pub struct RingConfig {
     pub op_timeout: Duration,
     /// The size of the pieces that are sent, received and reduced one at a time, in bytes (a
     /// multiple of 4). Smaller pieces pipeline more finely; larger ones cost fewer system calls.
+    /// Results do not depend on it: the order of additions depends only on the world size and
+    /// the buffer length.
     pub chunk_bytes: usize,
 }
 

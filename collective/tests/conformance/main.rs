@@ -8,7 +8,7 @@
 
 mod checks;
 mod implementations;
-mod ring_rendezvous;
+mod ring_specific;
 
 use std::time::Duration;
 
@@ -64,7 +64,7 @@ fn main() {
             }));
         }
     }
-    for (name, run) in ring_rendezvous::ALL {
+    for (name, run) in ring_specific::ALL {
         trials.push(Trial::test(format!("ring::{name}"), *run));
     }
     libtest_mimic::run(&args, trials).exit();

@@ -1,4 +1,5 @@
-//! Checks of the TCP ring's rendezvous: generations, refusals, retries, timeouts, abort.
+//! Checks of the TCP ring alone: its rendezvous (generations, refusals, retries, timeouts, abort)
+//! and the independence of its results from the piece size.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -9,7 +10,8 @@ use fourm_collective::{
 };
 use libtest_mimic::Failed;
 
-use crate::{HANG, ensure};
+use crate::implementations::ring_group;
+use crate::{HANG, ensure, noisy, on_ranks};
 
 type RingCheck = fn() -> Result<(), Failed>;
 
@@ -30,6 +32,10 @@ pub const ALL: &[(&str, RingCheck)] = &[
     (
         "listeners_serve_successive_generations",
         listeners_serve_successive_generations,
+    ),
+    (
+        "results_do_not_depend_on_piece_size",
+        results_do_not_depend_on_piece_size,
     ),
 ];
 
@@ -250,6 +256,36 @@ fn listeners_serve_successive_generations() -> Result<(), Failed> {
             (rank0.join().unwrap(), rank1)
         });
         check_sum(rank0?, rank1?)?;
+    }
+    Ok(())
+}
+
+/// The order of additions depends on the world size and the length only, not on the pieces.
+fn results_do_not_depend_on_piece_size() -> Result<(), Failed> {
+    const LEN: usize = 100_003;
+    let mut reference: Option<Vec<u32>> = None;
+    for chunk_bytes in [4, 4096, 64 * 1024 + 12, 1 << 20] {
+        let config = RingConfig {
+            chunk_bytes,
+            ..config(HANG)
+        };
+        let mut group: Vec<Box<dyn Collective>> = ring_group(3, &config)
+            .into_iter()
+            .map(|c| Box::new(c) as Box<dyn Collective>)
+            .collect();
+        let results = on_ranks(&mut group, |c| {
+            let mut buf: Vec<f32> = (0..LEN).map(|i| noisy(c.rank(), i)).collect();
+            c.all_reduce_sum(&mut buf)
+                .map(|()| buf.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+        });
+        for (rank, result) in results.into_iter().enumerate() {
+            let got = result?;
+            let reference = reference.get_or_insert_with(|| got.clone());
+            ensure!(
+                got == *reference,
+                "{chunk_bytes}-byte pieces: rank {rank} differs"
+            );
+        }
     }
     Ok(())
 }
