@@ -2,7 +2,7 @@
 //!
 //! The calling thread receives from the left neighbour (and reduces); a scoped sending thread
 //! writes to the right neighbour, so that sending and receiving overlap. Pieces of the caller's
-//! buffer (disjoint `&mut [f32]`, see [`segments`](crate::segments)) move between the two threads
+//! buffer (disjoint `&mut [f32]`, see [`segments`]) move between the two threads
 //! through channels: the receiver lends a piece to the sender once it holds what must be
 //! forwarded, and the sender hands it back once written. Nothing is copied between the threads;
 //! a received piece is added into the buffer (reduce-scatter) or read straight into it
@@ -25,7 +25,7 @@ use crate::{AbortHandle, CollectiveError, OpSignature, Operation, Peer};
 /// A piece in transit: segment, index in the segment, the elements.
 type Lent<'a> = (usize, usize, &'a mut [f32]);
 
-/// Marker for a failed operation; the error itself is kept in [`Pipeline::error`].
+/// Marker for a failed operation; the error itself is kept in [`Pipeline::first_error`].
 pub(crate) struct Failed;
 
 /// One operation of one rank.
