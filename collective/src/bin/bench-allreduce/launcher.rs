@@ -16,6 +16,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "ring all-reduce of {} MiB of f32 on loopback, one process per rank, {} KiB pieces, median of {} runs after {} warm-up",
         args.mib, args.chunk_kib, args.iters, args.warmup
     );
+    // Timings mean little on a busy machine: say how busy it is.
+    if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
+        let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+        let load: Vec<&str> = load.split_whitespace().take(3).collect();
+        println!("{cpus} CPUs, load average {}", load.join(" "));
+    }
     for &world in &args.ranks {
         if world < 2 {
             bail!("--ranks: a world needs at least 2 ranks, got {world}");
