@@ -109,10 +109,11 @@ pub(crate) fn connect(
     if abort.is_aborted() {
         return Err(aborted());
     }
-    // One side stopping because the other failed reports `None`: return the real failure.
+    // One side stopping because the other failed reports `None`: return the real failure (the
+    // connecting side's when both failed, as it knows why it could not reach its peer).
     match (left, right) {
         (Ok(left), Ok(right)) => Ok(Links { left, right }),
-        (Err(Some(e)), _) | (_, Err(Some(e))) => Err(e),
+        (_, Err(Some(e))) | (Err(Some(e)), _) => Err(e),
         _ => Err(aborted()),
     }
 }
