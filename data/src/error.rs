@@ -361,3 +361,34 @@ pub enum TokenizerError {
         reason: String,
     },
 }
+
+/// Errors of the synthetic dataset: rendering, encoding pictures, writing and reading it back.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SynthError {
+    /// The generation options are inconsistent.
+    #[error("synthetic dataset options: {0}")]
+    Options(String),
+    /// A PNG could not be encoded or decoded.
+    #[error("png {what}: {reason}")]
+    Png {
+        /// What was being encoded or decoded (entry name, modality).
+        what: String,
+        /// The codec's message.
+        reason: String,
+    },
+    /// A tokenizer failed.
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    /// Reading or writing the dataset failed.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// A sample asked for is not in the dataset, or lacks a modality.
+    #[error("dataset {url}: {reason}")]
+    Sample {
+        /// The dataset.
+        url: String,
+        /// What is missing.
+        reason: String,
+    },
+}

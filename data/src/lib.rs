@@ -14,7 +14,9 @@
 //! - [`AlphasConfig`], [`MaskingConfig`] and [`Masker`]: ml-4m's masking of a sample into the
 //!   per-modality `tensor` / `input_mask` / `target_mask` / `decoder_attention_mask`.
 //! - [`TextTokenizer`] (ml-4m's WordPiece layout, load or train) and [`Detections`] (boxes as
-//!   text).
+//!   text); [`PatchTokenizer`], the patch vector quantiser of image-like modalities.
+//! - [`synth`]: the synthetic aligned dataset (ray-cast scenes → RGB, depth, normals,
+//!   segmentation, boxes, caption), written in the ml-4m layout.
 
 mod alphas;
 mod assignment;
@@ -23,6 +25,7 @@ mod cursor;
 mod det;
 mod error;
 pub mod fixtures;
+mod image_tokenizer;
 mod index;
 mod inspect;
 mod layout;
@@ -32,6 +35,7 @@ mod masking;
 pub mod moto;
 pub mod npy;
 mod plan;
+mod raster;
 mod reader;
 mod scan;
 mod seed;
@@ -39,6 +43,7 @@ mod shard;
 mod span;
 mod store;
 mod stream;
+pub mod synth;
 mod tarball;
 mod text_tokenizer;
 
@@ -47,7 +52,8 @@ pub use assignment::Assignment;
 pub use budget::{Dirichlet, split_budget};
 pub use cursor::Cursor;
 pub use det::{COORD_BINS, DET_THRESHOLD, DetInstance, Detections};
-pub use error::{DataError, MaskError, PlanError, TokenizerError};
+pub use error::{DataError, MaskError, PlanError, SynthError, TokenizerError};
+pub use image_tokenizer::{FitOptions, ImagePlane, PatchTokenizer, PixelCodec};
 pub use index::{DatasetIndex, INDEX_FORMAT_VERSION, ModalityInfo, ModalityKind, ShardInfo};
 pub use inspect::{InspectReport, ModalityStats, inspect};
 pub use layout::{
@@ -60,6 +66,7 @@ pub use masking::{
     TokenRange,
 };
 pub use plan::{Entry, EpochPlan, ShardSize};
+pub use raster::{RawFormat, from_png, to_png};
 pub use reader::{RawShard, ShardReader, read_index, sha256_hex, write_index};
 pub use scan::{ScanOptions, ScanOutcome, known_vocab_size, scan_dataset};
 pub use seed::{derive_seed, permutation, rng_for};

@@ -127,27 +127,7 @@ impl TextTokenizer {
         S: AsRef<str> + Send,
     {
         options.validate()?;
-        let mut special: Vec<AddedToken> = ["[PAD]", "[UNK]", "[SOS]", "[EOS]"]
-            .iter()
-            .map(|t| AddedToken::from(*t, true))
-            .collect();
-        special.extend((0..options.sentinels).map(|i| {
-            AddedToken::from(format!("[S_{i}]"), true)
-                .single_word(true)
-                .normalized(false)
-        }));
-        for axis in 0..4 {
-            special.extend((0..options.coord_bins).map(|i| {
-                AddedToken::from(format!("v{axis}={i}"), true)
-                    .single_word(true)
-                    .normalized(false)
-            }));
-        }
-        special.extend(options.class_names.iter().map(|c| {
-            AddedToken::from(c.clone(), true)
-                .single_word(true)
-                .normalized(true)
-        }));
+        let special = special_tokens(options);
         let model = WordPiece::builder()
             .unk_token("[UNK]".into())
             .continuing_subword_prefix("##".into())
@@ -156,11 +136,7 @@ impl TextTokenizer {
                 what: "train",
                 source,
             })?;
-        let mut inner = Tokenizer::new(model);
-        inner
-            .with_normalizer(Some(BertNormalizer::new(true, true, None, true)))
-            .with_pre_tokenizer(Some(BertPreTokenizer))
-            .with_decoder(Some(WordPieceDecoder::default()));
+        let mut inner = bert_pipeline(model);
         let mut trainer = TrainerWrapper::WordPieceTrainer(
             WordPieceTrainer::builder()
                 .vocab_size(options.vocab_size)
@@ -177,6 +153,58 @@ impl TextTokenizer {
                 source,
             })?;
         Self::from_tokenizer(inner, "<trained>")
+    }
+
+    /// A tokenizer whose word pieces are given: the special tokens of `options`, then every
+    /// character of `words` (alone and as a `##` continuation), then the (normalised) words
+    /// themselves, each group sorted. Unlike [`TextTokenizer::train`] — whose underlying trainer
+    /// numbers its alphabet in hash-map order, so that two trainings on one corpus can differ — the
+    /// result is a function of its inputs. For closed vocabularies (the synthetic dataset's
+    /// captions), every word is one token.
+    pub fn from_vocabulary(words: &[&str], options: &TextTokenizerOptions) -> Result<Self, TokenizerError> {
+        options.validate()?;
+        let special = special_tokens(options);
+        let mut pieces = std::collections::BTreeSet::new();
+        let mut whole = std::collections::BTreeSet::new();
+        for w in words {
+            let w = w.trim().to_lowercase();
+            if w.is_empty() || w.chars().any(char::is_whitespace) {
+                return Err(TokenizerError::Options(format!("{w:?} is not one word")));
+            }
+            for c in w.chars() {
+                pieces.insert(c.to_string());
+                pieces.insert(format!("##{c}"));
+            }
+            whole.insert(w);
+        }
+        let mut vocab = serde_json::Map::new();
+        for token in special.iter().map(|t| t.content.clone()).chain(pieces).chain(whole) {
+            let id = vocab.len();
+            vocab.entry(token).or_insert(id.into());
+        }
+        if vocab.len() > options.vocab_size {
+            return Err(TokenizerError::Options(format!(
+                "{} tokens exceed vocab_size {}",
+                vocab.len(),
+                options.vocab_size
+            )));
+        }
+        // Built through its serialized form: the builder wants the crate's own hash-map type.
+        let json = serde_json::json!({
+            "type": "WordPiece",
+            "unk_token": "[UNK]",
+            "continuing_subword_prefix": "##",
+            "max_input_chars_per_word": 100,
+            "vocab": vocab,
+        })
+        .to_string();
+        let model: WordPiece = serde_json::from_str(&json).map_err(|e| TokenizerError::Text {
+            what: "build",
+            source: Box::new(e),
+        })?;
+        let mut inner = bert_pipeline(model);
+        inner.add_special_tokens(&special);
+        Self::from_tokenizer(inner, "<vocabulary>")
     }
 
     fn from_tokenizer(inner: Tokenizer, origin: &str) -> Result<Self, TokenizerError> {
@@ -296,6 +324,44 @@ impl TextTokenizer {
     }
 }
 
+/// `[PAD] [UNK] [SOS] [EOS]`, the sentinels, the coordinate tokens and the class names, in
+/// ml-4m's order.
+fn special_tokens(options: &TextTokenizerOptions) -> Vec<AddedToken> {
+    let mut special: Vec<AddedToken> = ["[PAD]", "[UNK]", "[SOS]", "[EOS]"]
+        .iter()
+        .map(|t| AddedToken::from(*t, true))
+        .collect();
+    special.extend((0..options.sentinels).map(|i| {
+        AddedToken::from(format!("[S_{i}]"), true)
+            .single_word(true)
+            .normalized(false)
+    }));
+    for axis in 0..4 {
+        special.extend((0..options.coord_bins).map(|i| {
+            AddedToken::from(format!("v{axis}={i}"), true)
+                .single_word(true)
+                .normalized(false)
+        }));
+    }
+    special.extend(options.class_names.iter().map(|c| {
+        AddedToken::from(c.clone(), true)
+            .single_word(true)
+            .normalized(true)
+    }));
+    special
+}
+
+/// ml-4m's pipeline around a WordPiece model: BERT normaliser (lower case, accents kept), BERT
+/// pre-tokenizer, WordPiece decoder.
+fn bert_pipeline(model: WordPiece) -> Tokenizer {
+    let mut inner = Tokenizer::new(model);
+    inner
+        .with_normalizer(Some(BertNormalizer::new(true, true, None, true)))
+        .with_pre_tokenizer(Some(BertPreTokenizer))
+        .with_decoder(Some(WordPieceDecoder::default()));
+    inner
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,6 +421,14 @@ mod tests {
         assert_eq!(t.decode(&ids, false).unwrap(), "a large red sphere");
         assert_eq!(t.decode(&ids, true).unwrap(), "a large red");
         let back = TextTokenizer::from_json(t.to_json().unwrap().as_bytes(), "<json>").unwrap();
+        let fixed = TextTokenizer::from_vocabulary(&["a", "large", "Red", "small", "left", "of"], &options).unwrap();
+        assert_eq!(fixed.to_json().unwrap(), TextTokenizer::from_vocabulary(&["of", "left", "small", "red", "large", "a"], &options).unwrap().to_json().unwrap());
+        assert_eq!(fixed.sequence_tokens(), t.sequence_tokens());
+        assert_eq!(fixed.token_to_id("sphere"), Some(280));
+        let ids = fixed.encode("A large red sphere left of a smaller sphere").unwrap();
+        assert_eq!(fixed.decode(&ids, false).unwrap(), "a large red sphere left of a smaller sphere");
+        assert_eq!(ids.len(), 11, "known words are one token each, others fall back to letters");
+        assert!(TextTokenizer::from_vocabulary(&["two words"], &options).is_err());
         assert_eq!(
             back.encode("a small cube").unwrap(),
             t.encode("a small cube").unwrap()
