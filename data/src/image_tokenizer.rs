@@ -184,7 +184,7 @@ impl PatchTokenizer {
             .first()
             .ok_or_else(|| bad("no image to fit on".into()))?;
         let (width, height) = (first.width, first.height);
-        if patch == 0 || width % patch != 0 || height % patch != 0 {
+        if patch == 0 || !width.is_multiple_of(patch) || !height.is_multiple_of(patch) {
             return Err(bad(format!(
                 "{width}×{height} is not a multiple of patch {patch}"
             )));
@@ -331,7 +331,7 @@ impl PatchTokenizer {
             && t.shape().len() == 2
             && t.shape()[1] == dim
             && t.shape()[0] > 0;
-        if !shape_ok || tok.patch == 0 || tok.width % tok.patch != 0 || tok.height % tok.patch != 0
+        if !shape_ok || tok.patch == 0 || !tok.width.is_multiple_of(tok.patch) || !tok.height.is_multiple_of(tok.patch)
         {
             return Err(parse(format!(
                 "codebook {:?} {:?} does not fit patch {} of {}×{}",

@@ -32,6 +32,7 @@ mod layout;
 mod loader;
 mod masked;
 mod masking;
+mod masking_input;
 pub mod moto;
 pub mod npy;
 mod plan;
@@ -65,6 +66,7 @@ pub use masking::{
     MASKING_STREAM, MaskKind, Masker, MaskingConfig, ModalityInput, ModalityMasking, Role,
     TokenRange,
 };
+pub use masking_input::masking_input;
 pub use plan::{Entry, EpochPlan, ShardSize};
 pub use raster::{RawFormat, from_png, to_png};
 pub use reader::{RawShard, ShardReader, read_index, sha256_hex, write_index};

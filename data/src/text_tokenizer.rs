@@ -161,7 +161,10 @@ impl TextTokenizer {
     /// numbers its alphabet in hash-map order, so that two trainings on one corpus can differ — the
     /// result is a function of its inputs. For closed vocabularies (the synthetic dataset's
     /// captions), every word is one token.
-    pub fn from_vocabulary(words: &[&str], options: &TextTokenizerOptions) -> Result<Self, TokenizerError> {
+    pub fn from_vocabulary(
+        words: &[&str],
+        options: &TextTokenizerOptions,
+    ) -> Result<Self, TokenizerError> {
         options.validate()?;
         let special = special_tokens(options);
         let mut pieces = std::collections::BTreeSet::new();
@@ -178,7 +181,12 @@ impl TextTokenizer {
             whole.insert(w);
         }
         let mut vocab = serde_json::Map::new();
-        for token in special.iter().map(|t| t.content.clone()).chain(pieces).chain(whole) {
+        for token in special
+            .iter()
+            .map(|t| t.content.clone())
+            .chain(pieces)
+            .chain(whole)
+        {
             let id = vocab.len();
             vocab.entry(token).or_insert(id.into());
         }
@@ -421,13 +429,30 @@ mod tests {
         assert_eq!(t.decode(&ids, false).unwrap(), "a large red sphere");
         assert_eq!(t.decode(&ids, true).unwrap(), "a large red");
         let back = TextTokenizer::from_json(t.to_json().unwrap().as_bytes(), "<json>").unwrap();
-        let fixed = TextTokenizer::from_vocabulary(&["a", "large", "Red", "small", "left", "of"], &options).unwrap();
-        assert_eq!(fixed.to_json().unwrap(), TextTokenizer::from_vocabulary(&["of", "left", "small", "red", "large", "a"], &options).unwrap().to_json().unwrap());
+        let fixed =
+            TextTokenizer::from_vocabulary(&["a", "large", "Red", "small", "left", "of"], &options)
+                .unwrap();
+        assert_eq!(
+            fixed.to_json().unwrap(),
+            TextTokenizer::from_vocabulary(&["of", "left", "small", "red", "large", "a"], &options)
+                .unwrap()
+                .to_json()
+                .unwrap()
+        );
         assert_eq!(fixed.sequence_tokens(), t.sequence_tokens());
         assert_eq!(fixed.token_to_id("sphere"), Some(280));
-        let ids = fixed.encode("A large red sphere left of a smaller sphere").unwrap();
-        assert_eq!(fixed.decode(&ids, false).unwrap(), "a large red sphere left of a smaller sphere");
-        assert_eq!(ids.len(), 11, "known words are one token each, others fall back to letters");
+        let ids = fixed
+            .encode("A large red sphere left of a smaller sphere")
+            .unwrap();
+        assert_eq!(
+            fixed.decode(&ids, false).unwrap(),
+            "a large red sphere left of a smaller sphere"
+        );
+        assert_eq!(
+            ids.len(),
+            11,
+            "known words are one token each, others fall back to letters"
+        );
         assert!(TextTokenizer::from_vocabulary(&["two words"], &options).is_err());
         assert_eq!(
             back.encode("a small cube").unwrap(),

@@ -322,3 +322,78 @@ async fn written_dataset_is_valid_deterministic_and_readable() {
     );
     assert!(preview_sample(&store, "99999999").await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_synth_configs_mask_the_written_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = SynthConfig {
+        samples: 12,
+        shard_samples: 12,
+        resolution: 64,
+        patch: 8,
+        codebook_size: 32,
+        fit_samples: 12,
+        kmeans_iterations: 4,
+        ..SynthConfig::default()
+    };
+    let store = DatasetStore::open(dir.path().to_str().unwrap(), StoreConfig::default()).unwrap();
+    write_synthetic(&store, &config).await.unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("configs/masking-synth.toml")).unwrap();
+    let masking: fourm_data::MaskingConfig = toml::from_str(&text).unwrap();
+    masking.validate().unwrap();
+    let tokenizer =
+        fourm_data::TextTokenizer::load(&dir.path().join("text_tokenizer.json")).unwrap();
+    let reader = fourm_data::ShardReader::open(store).await.unwrap();
+    let index = reader.index().clone();
+    let shard = reader.read_shard(0).await.unwrap();
+    for file in [
+        "synth_all2all_rgb2all_a0.5.yaml",
+        "synth_all2all_rgb2all_a0.5.toml",
+    ] {
+        let alphas = fourm_data::AlphasConfig::load(&root.join("alphas").join(file)).unwrap();
+        let masker = fourm_data::Masker::new(
+            masking.clone(),
+            &alphas,
+            tokenizer.sequence_tokens().clone(),
+        )
+        .unwrap();
+        for i in 0..shard.len() {
+            let sample = shard.decode(i, i as u64).unwrap();
+            let input = fourm_data::masking_input(&sample, &masking, &tokenizer).unwrap();
+            let masked = masker.mask(&input, 1000 + i as u64).unwrap();
+            let (mut inputs, mut targets) = (0, 0);
+            for (name, m) in &masked.modalities {
+                let vocab = index.modalities[name]
+                    .vocab_size
+                    .map_or(tokenizer.vocab_size(), |v| v as usize);
+                assert!(
+                    m.tensor
+                        .tokens()
+                        .iter()
+                        .all(|&t| (0..vocab as i64).contains(&t)),
+                    "{name}: ids in 0..{vocab}"
+                );
+                assert_eq!(m.len(), masker.tensor_len(name).unwrap());
+                assert!(
+                    m.input_mask
+                        .iter()
+                        .zip(&m.target_mask)
+                        .all(|(a, b)| *a || *b)
+                );
+                inputs += m.num_inputs();
+                targets += m.num_targets();
+                if name == "caption" {
+                    assert!(
+                        !m.tensor.tokens().contains(&i64::from(tokenizer.unk())),
+                        "captions have no [UNK]"
+                    );
+                }
+            }
+            assert!(inputs <= 64 && targets <= 64, "{inputs} / {targets}");
+            if masked.component == 0 {
+                assert_eq!(masked.budgets["tok_rgb@64"].input, 64, "rgb2all");
+            }
+        }
+    }
+}

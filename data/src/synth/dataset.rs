@@ -112,7 +112,7 @@ impl SynthConfig {
         if self.resolution < 8 || self.resolution > 1024 {
             return bad(format!("resolution {} not in 8..=1024", self.resolution));
         }
-        if self.patch == 0 || self.resolution % self.patch != 0 {
+        if self.patch == 0 || !self.resolution.is_multiple_of(self.patch) {
             return bad(format!(
                 "patch {} does not divide resolution {}",
                 self.patch, self.resolution
@@ -279,7 +279,10 @@ pub async fn write_synthetic(
         let mut columns: BTreeMap<String, Vec<(String, Vec<u8>)>> = BTreeMap::new();
         for sample in files {
             for (i, (name, data)) in sample.into_iter().enumerate() {
-                columns.entry(column_name(config, i)).or_default().push((name, data));
+                columns
+                    .entry(column_name(config, i))
+                    .or_default()
+                    .push((name, data));
             }
         }
         for (column, entries) in columns {
