@@ -385,9 +385,12 @@ fn render(r: &InspectReport) -> String {
                 distinct,
                 histogram,
             } => {
+                let show = |v: &Option<i64>| v.map_or("-".to_string(), |v| v.to_string());
                 let _ = writeln!(
                     out,
-                    "{name}: {count} ids, min {min:?}, max {max:?}, {distinct} distinct"
+                    "{name}: {count} ids, min {}, max {}, {distinct} distinct",
+                    show(min),
+                    show(max)
                 );
                 let bins: Vec<String> = histogram.iter().map(u64::to_string).collect();
                 let _ = writeln!(out, "  histogram ({} bins): {}", bins.len(), bins.join(" "));

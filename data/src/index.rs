@@ -50,6 +50,10 @@ pub struct ModalityInfo {
     /// Token grid `[H, W]` (tokens only): each crop holds `H·W` ids.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_shape: Option<[u32; 2]>,
+    /// numpy dtype of every array (`<i2` for ml-4m's tokens), when recorded; arrays of
+    /// another dtype are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtype: Option<String>,
 }
 
 /// One shard of the dataset.
@@ -86,15 +90,27 @@ impl ModalityInfo {
         }
         match self.kind {
             ModalityKind::Tokens => {
-                if !self.vocab_size.is_some_and(|v| v > 0) {
+                if self.vocab_size.is_none_or(|v| v == 0) {
                     return Err(format!("modality {name}: tokens need a vocab_size > 0"));
                 }
-                if !self.token_shape.is_some_and(|[h, w]| h > 0 && w > 0) {
+                if self.token_shape.is_none_or(|[h, w]| h == 0 || w == 0) {
                     return Err(format!(
                         "modality {name}: tokens need a non-empty token_shape"
                     ));
                 }
             }
+            ModalityKind::CropSettings => {}
+            ModalityKind::Text => {
+                if self.dtype.is_some() {
+                    return Err(format!("modality {name}: text has no dtype"));
+                }
+            }
+        }
+        if let Some(d) = &self.dtype {
+            crate::npy::Dtype::parse(d).map_err(|e| format!("modality {name}: {e}"))?;
+        }
+        match self.kind {
+            ModalityKind::Tokens => {}
             ModalityKind::Text | ModalityKind::CropSettings => {
                 if self.vocab_size.is_some() || self.token_shape.is_some() {
                     return Err(format!(
@@ -219,12 +235,14 @@ mod tests {
             extension: "npy".into(),
             vocab_size: Some(16_384),
             token_shape: Some([14, 14]),
+            dtype: Some("<i2".into()),
         };
         let caption = ModalityInfo {
             kind: ModalityKind::Text,
             extension: "txt".into(),
             vocab_size: None,
             token_shape: None,
+            dtype: None,
         };
         let bytes = |a, b| BTreeMap::from([("caption".to_string(), a), ("tok_rgb@224".into(), b)]);
         DatasetIndex {
@@ -276,6 +294,7 @@ mod tests {
         check(&|i| i.shards[1].bytes.remove("caption").map(drop).unwrap_or(()));
         check(&|i| i.modalities.get_mut("tok_rgb@224").unwrap().vocab_size = None);
         check(&|i| i.modalities.get_mut("caption").unwrap().extension = "npy".into());
+        check(&|i| i.modalities.get_mut("tok_rgb@224").unwrap().dtype = Some("<f4".into()));
         let err = DatasetIndex::from_json("mem://i", b"{\"format_version\": 1, \"x\": 2}");
         assert!(matches!(err, Err(DataError::IndexParse { .. })));
     }

@@ -256,7 +256,41 @@ impl NpyArray {
     /// Row `r` of a 2-D array (or the whole of a 1-D array when `r == 0`), in C order.
     pub fn row(&self, r: usize) -> Vec<i64> {
         let cols = self.shape.get(1).copied().unwrap_or(self.len());
+        if self.is_c_order() {
+            let w = self.dtype.width;
+            return self.data[r * cols * w..(r + 1) * cols * w]
+                .chunks_exact(w)
+                .map(|raw| self.dtype.decode(raw))
+                .collect();
+        }
         (r * cols..(r + 1) * cols).map(|i| self.get(i)).collect()
+    }
+
+    /// The first element (C-order index and value) outside `lo..hi`, if any.
+    pub fn find_outside(&self, lo: i64, hi: i64) -> Option<(usize, i64)> {
+        let outside = |v: i64| v < lo || v >= hi;
+        if self.is_c_order() {
+            if self.dtype == Dtype::I16 {
+                // ml-4m's token dtype: the hot path of validation.
+                return self
+                    .data
+                    .chunks_exact(2)
+                    .map(|b| i64::from(i16::from_le_bytes([b[0], b[1]])))
+                    .enumerate()
+                    .find(|&(_, v)| outside(v));
+            }
+            return self
+                .data
+                .chunks_exact(self.dtype.width)
+                .map(|raw| self.dtype.decode(raw))
+                .enumerate()
+                .find(|&(_, v)| outside(v));
+        }
+        self.values().enumerate().find(|&(_, v)| outside(v))
+    }
+
+    fn is_c_order(&self) -> bool {
+        !self.fortran_order || self.shape.len() < 2
     }
 }
 
@@ -485,6 +519,8 @@ mod tests {
             vec![0, 1, -2, 300, 32767, -32768]
         );
         assert_eq!(a.row(1), vec![300, 32767, -32768]);
+        assert_eq!(a.find_outside(-2, 32767), Some((4, 32767)));
+        assert_eq!(a.find_outside(-32768, 32768), None);
     }
 
     #[test]
@@ -508,6 +544,8 @@ mod tests {
         }
         let a = NpyArray::parse(Bytes::from(file)).unwrap();
         assert_eq!(a.values().collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+        assert_eq!(a.row(0), vec![1, 2]);
+        assert_eq!(a.find_outside(0, 3), Some((2, 3)));
     }
 
     #[test]

@@ -256,15 +256,27 @@ fn infer_modality(
         extension: extension.to_string(),
         vocab_size: None,
         token_shape: None,
+        dtype: None,
+    };
+    let dtype_of = |entry: &TarEntry| {
+        NpyArray::parse(entry.data.clone())
+            .ok()
+            .map(|a| a.dtype.descr())
     };
     Ok(Some(match first.ext.as_str() {
         "txt" | "json" => text(&first.ext),
-        "npy" if modality == CROP_SETTINGS => ModalityInfo {
-            kind: ModalityKind::CropSettings,
-            extension: "npy".into(),
-            vocab_size: None,
-            token_shape: None,
-        },
+        "npy" if modality == CROP_SETTINGS => {
+            let Some(dtype) = dtype_of(first) else {
+                return Ok(None);
+            };
+            ModalityInfo {
+                kind: ModalityKind::CropSettings,
+                extension: "npy".into(),
+                vocab_size: None,
+                token_shape: None,
+                dtype: Some(dtype),
+            }
+        }
         "npy" => {
             let Ok(array) = NpyArray::parse(first.data.clone()) else {
                 return Ok(None);
@@ -287,6 +299,7 @@ fn infer_modality(
                 extension: "npy".into(),
                 vocab_size: Some(vocab),
                 token_shape: Some(grid_of(per_crop)),
+                dtype: Some(array.dtype.descr()),
             }
         }
         other => {

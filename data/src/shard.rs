@@ -307,6 +307,14 @@ fn validate_column(
                         entry: entry.name.clone(),
                         source,
                     })?;
+                if let Some(dtype) = &info.dtype
+                    && array.dtype.descr() != *dtype
+                {
+                    return Err(shape_error(format!(
+                        "dtype {}, the index says {dtype}",
+                        array.dtype.descr()
+                    )));
+                }
                 let width = match info.kind {
                     ModalityKind::Tokens => info.tokens_per_crop().unwrap_or(0),
                     _ => 5,
@@ -356,12 +364,7 @@ fn validate_column(
 }
 
 fn check_ids(url: &str, entry: &str, array: &NpyArray, vocab_size: u32) -> Result<(), DataError> {
-    let limit = i64::from(vocab_size);
-    match array
-        .values()
-        .enumerate()
-        .find(|&(_, id)| !(0..limit).contains(&id))
-    {
+    match array.find_outside(0, i64::from(vocab_size)) {
         None => Ok(()),
         Some((position, id)) => Err(DataError::TokenOutOfRange {
             url: url.to_string(),

@@ -327,6 +327,19 @@ mod tests {
         let opts = [("aws_endpoint".to_string(), "http://127.0.0.1:9".to_string())];
         let s = DatasetStore::open_with_options("s3://bucket/x/y", &opts, c()).unwrap();
         assert_eq!(s.root().as_ref(), "x/y");
+        let gs = [("google_bearer_token".to_string(), "t".to_string())];
+        let s = DatasetStore::open_with_options("gs://bucket/g/h", &gs, c()).unwrap();
+        assert_eq!(s.root().as_ref(), "g/h");
+        let az = [
+            ("azure_storage_account_name".to_string(), "acct".to_string()),
+            ("azure_storage_use_emulator".to_string(), "true".to_string()),
+        ];
+        let s = DatasetStore::open_with_options("az://container/i", &az, c()).unwrap();
+        assert_eq!(s.root().as_ref(), "i");
+        assert!(matches!(
+            DatasetStore::open_with_options("s3://b/x", &[("no_such_key".into(), "1".into())], c()),
+            Err(DataError::BadUrl { .. })
+        ));
         assert!(matches!(
             DatasetStore::open("ftp://host/x", c()),
             Err(DataError::BadUrl { .. })

@@ -153,3 +153,46 @@ async fn s3_api_server_on_loopback() {
     let store = DatasetStore::open_with_options(&url, &moto.options(), config()).unwrap();
     conformance(store).await;
 }
+
+/// The training loop is a plain thread: the blocking form gives the same samples as the async one.
+#[test]
+fn blocking_loader_from_a_plain_thread() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = DatasetStore::from_store(
+        Arc::new(InMemory::new()),
+        Path::from("d"),
+        "memory://d",
+        config(),
+    );
+    let index = runtime
+        .block_on(write_fixture(&store, &SPEC, false))
+        .unwrap();
+    let reader = ShardReader::new(store, index.clone());
+    let plan = index.plan(5).unwrap();
+    let assignment = Assignment::new(1).unwrap();
+    let make = || {
+        let stream = RankStream::new(&plan, &assignment, 0, 2, &Cursor::new());
+        let loader = StepLoader::new(
+            reader.clone(),
+            LoaderConfig::default(),
+            runtime.handle().clone(),
+        )
+        .unwrap();
+        (stream, loader)
+    };
+    let (mut s1, mut blocking) = make();
+    let (mut s2, mut async_loader) = make();
+    for _ in 0..5 {
+        let a = blocking.next_step_blocking(&mut s1, 7);
+        let b = runtime.block_on(async_loader.next_step(&mut s2, 7));
+        assert_eq!(a.samples.len(), 7);
+        for (x, y) in a.samples.iter().zip(&b.samples) {
+            assert_eq!(x.at, y.at);
+            assert_eq!(x.data.as_ref().unwrap(), y.data.as_ref().unwrap());
+        }
+    }
+}

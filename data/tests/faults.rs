@@ -449,3 +449,37 @@ async fn store_failing_past_the_retries_marks_the_shard_bad() {
     );
     assert!(flaky.reads.load(Ordering::SeqCst) - before <= index.modalities.len() as u32);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dtype_other_than_the_index_records() {
+    let (ds, index) = dataset(Arc::new(InMemory::new())).await;
+    assert_eq!(
+        index.modalities["tok_depth@224"].dtype.as_deref(),
+        Some("<i2")
+    );
+    let tar = rewrite(&ds, "tok_depth@224", 0, |npy| {
+        let a = fourm_data::npy::NpyArray::parse(Bytes::copy_from_slice(npy)).unwrap();
+        let values: Vec<i64> = a.values().collect();
+        Some(
+            fourm_data::npy::encode(
+                fourm_data::npy::Dtype::parse("<i4").unwrap(),
+                &a.shape,
+                &values,
+            )
+            .unwrap(),
+        )
+    })
+    .await;
+    let index = resized(&index, "tok_depth@224", tar.len());
+    let err = ShardReader::new(ds.clone(), index.clone())
+        .read_shard(1)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, DataError::Shape { reason, .. } if reason == "dtype <i4, the index says <i2"),
+        "{err}"
+    );
+    let (good, bad) = epoch(&ds, &index).await;
+    assert_eq!(good.len(), good_count_without(1));
+    assert_eq!(bad, vec![1]);
+}
