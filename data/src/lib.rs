@@ -28,10 +28,12 @@ pub mod fixtures;
 mod image_tokenizer;
 mod index;
 mod inspect;
+mod kmeans;
 mod layout;
 mod loader;
 mod masked;
 mod masking;
+mod masking_config;
 mod masking_input;
 pub mod moto;
 pub mod npy;
@@ -62,10 +64,8 @@ pub use layout::{
 };
 pub use loader::{LoaderConfig, Step, StepLoader, StepSample};
 pub use masked::{Budget, MaskedBatch, MaskedModality, MaskedSample, MaskedTensor};
-pub use masking::{
-    MASKING_STREAM, MaskKind, Masker, MaskingConfig, ModalityInput, ModalityMasking, Role,
-    TokenRange,
-};
+pub use masking::{MASKING_STREAM, Masker, ModalityInput};
+pub use masking_config::{MaskKind, MaskingConfig, ModalityMasking, Role, TokenRange};
 pub use masking_input::masking_input;
 pub use plan::{Entry, EpochPlan, ShardSize};
 pub use raster::{RawFormat, from_png, to_png};

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use crate::det::{COORD_BINS, DET_THRESHOLD, Detections};
 use crate::error::MaskError;
-use crate::masking::{MaskKind, MaskingConfig, ModalityInput};
+use crate::masking::ModalityInput;
+use crate::masking_config::{MaskKind, MaskingConfig};
 use crate::shard::{DecodedSample, ModalityData};
 use crate::text_tokenizer::TextTokenizer;
 

@@ -207,7 +207,7 @@ fn check_modality(
                     "{name}: target starts with a sentinel"
                 );
             }
-            for i in 0..len {
+            for (i, &id) in t.iter().enumerate() {
                 let is_target = !m.target_mask[i];
                 assert_eq!(
                     m.decoder_attention_mask[i],
@@ -215,7 +215,7 @@ fn check_modality(
                     "{name}: causal 1s"
                 );
                 if m.input_mask[i] && m.target_mask[i] {
-                    assert_eq!(t[i], i64::from(tokens.pad), "{name}: padding at {i}");
+                    assert_eq!(id, i64::from(tokens.pad), "{name}: padding at {i}");
                 }
             }
             // Sentinels are numbered 1, 2, … in the input, and [S_0] is never used.
