@@ -11,11 +11,12 @@ use crate::masking_config::{MaskKind, MaskingConfig};
 use crate::shard::{DecodedSample, ModalityData};
 use crate::text_tokenizer::TextTokenizer;
 
-/// The masker input of every modality of `config`, from `sample`.
+/// The masker input of every modality of `config`, from `sample`. Text modalities need
+/// `tokenizer`.
 pub fn masking_input(
     sample: &DecodedSample,
     config: &MaskingConfig,
-    tokenizer: &TextTokenizer,
+    tokenizer: Option<&TextTokenizer>,
 ) -> Result<BTreeMap<String, ModalityInput>, MaskError> {
     let mut out = BTreeMap::new();
     for (name, spec) in &config.modalities {
@@ -27,7 +28,10 @@ pub fn masking_input(
             .modalities
             .get(name)
             .ok_or_else(|| bad("missing from the sample".into()))?;
-        let encode = |text: &str| tokenizer.encode(text).map_err(|e| bad(e.to_string()));
+        let encode = |text: &str| match tokenizer {
+            Some(t) => t.encode(text).map_err(|e| bad(e.to_string())),
+            None => Err(bad("a text modality needs a text tokenizer".into())),
+        };
         let input = match (spec.kind, data) {
             (MaskKind::Image, ModalityData::Tokens(grid)) => {
                 ModalityInput::ImageTokens(grid.ids.clone())

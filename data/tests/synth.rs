@@ -360,7 +360,7 @@ async fn shipped_synth_configs_mask_the_written_dataset() {
         .unwrap();
         for i in 0..shard.len() {
             let sample = shard.decode(i, i as u64).unwrap();
-            let input = fourm_data::masking_input(&sample, &masking, &tokenizer).unwrap();
+            let input = fourm_data::masking_input(&sample, &masking, Some(&tokenizer)).unwrap();
             let masked = masker.mask(&input, 1000 + i as u64).unwrap();
             let (mut inputs, mut targets) = (0, 0);
             for (name, m) in &masked.modalities {

@@ -4,20 +4,11 @@
 //! step (bounded), so that the step never waits while the store keeps up; the time it does wait
 //! is measured.
 
-use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
-use fourm_data::{
-    DecodedSample, Detections, MaskedBatch, MaskedTensor, Masker, ModalityData as DataValue, ModalityInput, RankStream,
-    StepLoader, TextTokenizer,
-};
+use fourm_data::{DecodedSample, MaskedBatch, MaskedTensor, Masker, RankStream, StepLoader, TextTokenizer, masking_input};
 use fourm_model::{Batch, ModalityBatch, ModalityData};
-
-/// Bins of the box coordinates (ml-4m: `v0=0 … v0=999`).
-const DET_BINS: usize = 1000;
-/// Minimum detection score kept (ml-4m: 0.6).
-const DET_THRESHOLD: f64 = 0.6;
 
 /// A batch ready for the step, with what it consumed.
 #[derive(Debug)]
@@ -57,8 +48,6 @@ pub struct BatchBuilder {
     pub masker: Masker,
     /// Text tokenizer for text modalities.
     pub tokenizer: Option<TextTokenizer>,
-    /// Modalities the model reads.
-    pub modalities: Vec<String>,
 }
 
 impl BatchBuilder {
@@ -67,13 +56,9 @@ impl BatchBuilder {
         let masked = samples
             .iter()
             .map(|(key, seed, sample)| {
-                let bad = |reason: String| PipelineError::Sample { key: key.clone(), reason };
-                let mut inputs = BTreeMap::new();
-                for name in &self.modalities {
-                    let value = sample.modalities.get(name).ok_or_else(|| bad(format!("modality `{name}` missing")))?;
-                    inputs.insert(name.clone(), self.input(name, value).map_err(bad)?);
-                }
-                self.masker.mask(&inputs, *seed).map_err(|e| bad(e.to_string()))
+                let bad = |e: fourm_data::MaskError| PipelineError::Sample { key: key.clone(), reason: e.to_string() };
+                let inputs = masking_input(sample, self.masker.config(), self.tokenizer.as_ref()).map_err(bad)?;
+                self.masker.mask(&inputs, *seed).map_err(bad)
             })
             .collect::<Result<Vec<_>, _>>()?;
         let stacked = MaskedBatch::collate(&masked).ok_or_else(|| PipelineError::Sample {
@@ -81,21 +66,6 @@ impl BatchBuilder {
             reason: "masked samples differ in layout".into(),
         })?;
         Ok(to_model_batch(stacked))
-    }
-
-    fn input(&self, name: &str, value: &DataValue) -> Result<ModalityInput, String> {
-        let text = |t: &str| -> Result<ModalityInput, String> {
-            let tok = self.tokenizer.as_ref().ok_or_else(|| format!("`{name}` is text but no text tokenizer is configured"))?;
-            tok.encode(t).map(ModalityInput::Sequence).map_err(|e| e.to_string())
-        };
-        match value {
-            DataValue::Tokens(grid) => Ok(ModalityInput::ImageTokens(grid.ids.clone())),
-            DataValue::Text(t) => text(t),
-            DataValue::Json(v) => {
-                let det: Detections = serde_json::from_value(v.clone()).map_err(|e| format!("boxes of `{name}`: {e}"))?;
-                text(&det.to_text(DET_THRESHOLD, DET_BINS))
-            }
-        }
     }
 }
 

@@ -101,7 +101,7 @@ impl DataSetup {
     pub fn builder(&self) -> Result<BatchBuilder, WorkerError> {
         let tokens = self.tokenizer.as_ref().map(|t| t.sequence_tokens().clone()).unwrap_or_else(default_sequence_tokens);
         let masker = Masker::new(self.masking.clone(), &self.alphas, tokens)?;
-        Ok(BatchBuilder { masker, tokenizer: self.tokenizer.clone(), modalities: self.names.clone() })
+        Ok(BatchBuilder { masker, tokenizer: self.tokenizer.clone() })
     }
 }
 
