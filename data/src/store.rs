@@ -99,6 +99,19 @@ impl DatasetStore {
         Self::open_with_options(url, &[], config)
     }
 
+    /// Like [`DatasetStore::open`], but creates a missing local directory first (for roots that
+    /// are written to, such as checkpoints).
+    pub fn create(url: &str, config: StoreConfig) -> Result<Self, DataError> {
+        let (scheme, rest) = url.split_once("://").unwrap_or(("file", url));
+        if scheme == "file" {
+            std::fs::create_dir_all(rest).map_err(|e| DataError::BadUrl {
+                url: url.to_string(),
+                source: object_store::Error::Generic { store: "LocalFileSystem", source: Box::new(e) },
+            })?;
+        }
+        Self::open(url, config)
+    }
+
     /// Opens `url` with extra store options (`("aws_endpoint", "http://…")`, …) applied after the
     /// environment.
     pub fn open_with_options(

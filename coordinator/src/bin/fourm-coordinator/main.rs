@@ -21,7 +21,7 @@ async fn main() -> anyhow::Result<()> {
     let dataset = DatasetStore::open(&config.job.dataset, StoreConfig::default()).context("dataset store")?;
     let index = read_index(&dataset).await.context("reading the dataset index")?;
     let plan = index.plan(config.job.seed).context("epoch plan")?;
-    let ckpt = DatasetStore::open(&config.job.checkpoint_root, StoreConfig::default()).context("checkpoint store")?;
+    let ckpt = DatasetStore::create(&config.job.checkpoint_root, StoreConfig::default()).context("checkpoint store")?;
     let storage = Storage { store: ckpt.inner().clone(), root: ckpt.root().clone(), url: config.job.checkpoint_root.clone() };
     let grpc = tokio::net::TcpListener::bind(config.server.listen).await.context("binding the gRPC address")?;
     let http = tokio::net::TcpListener::bind(config.server.metrics_listen).await.context("binding the metrics address")?;
