@@ -106,7 +106,10 @@ impl DatasetStore {
         if scheme == "file" {
             std::fs::create_dir_all(rest).map_err(|e| DataError::BadUrl {
                 url: url.to_string(),
-                source: object_store::Error::Generic { store: "LocalFileSystem", source: Box::new(e) },
+                source: object_store::Error::Generic {
+                    store: "LocalFileSystem",
+                    source: Box::new(e),
+                },
             })?;
         }
         Self::open(url, config)

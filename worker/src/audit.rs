@@ -32,7 +32,10 @@ pub struct Audit {
 impl Audit {
     /// Appends to `path`.
     pub fn new(path: &Path) -> Self {
-        Self { path: path.to_path_buf(), pending: BTreeMap::new() }
+        Self {
+            path: path.to_path_buf(),
+            pending: BTreeMap::new(),
+        }
     }
 
     /// A step was trained (not yet committed).
@@ -47,9 +50,16 @@ impl Audit {
         if done.is_empty() {
             return Ok(());
         }
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
         for record in done.values() {
-            writeln!(file, "{}", serde_json::to_string(record).expect("serialises"))?;
+            writeln!(
+                file,
+                "{}",
+                serde_json::to_string(record).expect("serialises")
+            )?;
         }
         file.sync_data()
     }
@@ -65,7 +75,10 @@ pub fn read_audit(path: &Path) -> std::io::Result<Vec<AuditRecord>> {
     let text = std::fs::read_to_string(path)?;
     text.lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
+        .map(|l| {
+            serde_json::from_str(l)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        })
         .collect()
 }
 
@@ -74,7 +87,12 @@ mod tests {
     use super::*;
 
     fn rec(step: u64) -> AuditRecord {
-        AuditRecord { generation: 1, rank: 0, step, samples: vec![format!("0/0/{step}")] }
+        AuditRecord {
+            generation: 1,
+            rank: 0,
+            step,
+            samples: vec![format!("0/0/{step}")],
+        }
     }
 
     #[test]

@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use burn::tensor::{Device, Tensor, TensorData};
+use fourm_model::FourM;
 use fourm_model::optim::{AdamW, AdamWConfig, CosineSchedule, ParamLayout};
 use fourm_model::weights::{load_ml4m_bytes, to_safetensors_bytes};
-use fourm_model::FourM;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
@@ -96,24 +96,49 @@ pub struct Snapshot {
 
 /// Copies the model, optimizer and trainer state to host memory (the only part that stalls
 /// training).
-pub fn snapshot(model: &FourM, layout: &ParamLayout, adamw: &AdamW, trainer: &TrainerState) -> Result<Snapshot, CheckpointError> {
-    let corrupt = |name: &str, reason: String| CheckpointError::Corrupt { path: name.into(), reason };
-    let model_bytes = to_safetensors_bytes(model).map_err(|e| corrupt(MODEL_FILE, e.to_string()))?;
+pub fn snapshot(
+    model: &FourM,
+    layout: &ParamLayout,
+    adamw: &AdamW,
+    trainer: &TrainerState,
+) -> Result<Snapshot, CheckpointError> {
+    let corrupt = |name: &str, reason: String| CheckpointError::Corrupt {
+        path: name.into(),
+        reason,
+    };
+    let model_bytes =
+        to_safetensors_bytes(model).map_err(|e| corrupt(MODEL_FILE, e.to_string()))?;
     let (m, v, step) = adamw.state();
     let m = host(m);
     let v = host(v);
-    let layout_json: Vec<(String, Vec<usize>)> = layout.entries().iter().map(|e| (e.info.name.clone(), e.info.shape.clone())).collect();
+    let layout_json: Vec<(String, Vec<usize>)> = layout
+        .entries()
+        .iter()
+        .map(|e| (e.info.name.clone(), e.info.shape.clone()))
+        .collect();
     let metadata = HashMap::from([
         ("step".to_string(), step.to_string()),
-        ("layout".to_string(), serde_json::to_string(&layout_json).expect("serialises")),
+        (
+            "layout".to_string(),
+            serde_json::to_string(&layout_json).expect("serialises"),
+        ),
     ]);
     let mb = f32_bytes(&m);
     let vb = f32_bytes(&v);
     let views = vec![
-        ("exp_avg", safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![m.len()], &mb).expect("valid view")),
-        ("exp_avg_sq", safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![v.len()], &vb).expect("valid view")),
+        (
+            "exp_avg",
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![m.len()], &mb)
+                .expect("valid view"),
+        ),
+        (
+            "exp_avg_sq",
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![v.len()], &vb)
+                .expect("valid view"),
+        ),
     ];
-    let opt_bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| corrupt(OPTIMIZER_FILE, e.to_string()))?;
+    let opt_bytes = safetensors::serialize(views, Some(metadata))
+        .map_err(|e| corrupt(OPTIMIZER_FILE, e.to_string()))?;
     let trainer_bytes = serde_json::to_vec_pretty(trainer).expect("trainer state serialises");
     Ok(Snapshot {
         files: vec![
@@ -126,12 +151,26 @@ pub fn snapshot(model: &FourM, layout: &ParamLayout, adamw: &AdamW, trainer: &Tr
 
 impl Snapshot {
     /// Uploads the files under `folder`; returns what was written.
-    pub async fn upload(self, store: Arc<dyn ObjectStore>, folder: Path) -> Result<Vec<WrittenFile>, CheckpointError> {
+    pub async fn upload(
+        self,
+        store: Arc<dyn ObjectStore>,
+        folder: Path,
+    ) -> Result<Vec<WrittenFile>, CheckpointError> {
         let mut written = Vec::new();
         for (name, bytes) in self.files {
             let path = folder.clone().join(name.as_str());
-            let file = WrittenFile { name, size: bytes.len() as u64, sha256: sha256_hex(&bytes) };
-            store.put(&path, PutPayload::from(bytes)).await.map_err(|source| CheckpointError::Store { path: path.to_string(), source })?;
+            let file = WrittenFile {
+                name,
+                size: bytes.len() as u64,
+                sha256: sha256_hex(&bytes),
+            };
+            store
+                .put(&path, PutPayload::from(bytes))
+                .await
+                .map_err(|source| CheckpointError::Store {
+                    path: path.to_string(),
+                    source,
+                })?;
             written.push(file);
         }
         Ok(written)
@@ -163,63 +202,142 @@ struct ManifestFile {
 }
 
 /// Restores `model` from the committed checkpoint in `folder` and returns the rest of the state.
-pub async fn restore(store: &Arc<dyn ObjectStore>, folder: &Path, model: &mut FourM, layout: &ParamLayout, device: &Device) -> Result<Restored, CheckpointError> {
+pub async fn restore(
+    store: &Arc<dyn ObjectStore>,
+    folder: &Path,
+    model: &mut FourM,
+    layout: &ParamLayout,
+    device: &Device,
+) -> Result<Restored, CheckpointError> {
     let manifest_path = folder.clone().join(MANIFEST_FILE);
     let manifest = match store.get(&manifest_path).await {
-        Ok(r) => r.bytes().await.map_err(|source| CheckpointError::Store { path: manifest_path.to_string(), source })?,
-        Err(object_store::Error::NotFound { .. }) => return Err(CheckpointError::NotCommitted { folder: folder.to_string() }),
-        Err(source) => return Err(CheckpointError::Store { path: manifest_path.to_string(), source }),
+        Ok(r) => r.bytes().await.map_err(|source| CheckpointError::Store {
+            path: manifest_path.to_string(),
+            source,
+        })?,
+        Err(object_store::Error::NotFound { .. }) => {
+            return Err(CheckpointError::NotCommitted {
+                folder: folder.to_string(),
+            });
+        }
+        Err(source) => {
+            return Err(CheckpointError::Store {
+                path: manifest_path.to_string(),
+                source,
+            });
+        }
     };
-    let manifest: ManifestFiles = serde_json::from_slice(&manifest)
-        .map_err(|e| CheckpointError::Corrupt { path: manifest_path.to_string(), reason: e.to_string() })?;
+    let manifest: ManifestFiles =
+        serde_json::from_slice(&manifest).map_err(|e| CheckpointError::Corrupt {
+            path: manifest_path.to_string(),
+            reason: e.to_string(),
+        })?;
     let mut files: HashMap<String, Vec<u8>> = HashMap::new();
     for f in &manifest.files {
         let path = folder.clone().join(f.name.as_str());
-        let bytes = store.get(&path).await.map_err(|source| CheckpointError::Store { path: path.to_string(), source })?;
-        let bytes = bytes.bytes().await.map_err(|source| CheckpointError::Store { path: path.to_string(), source })?.to_vec();
+        let bytes = store
+            .get(&path)
+            .await
+            .map_err(|source| CheckpointError::Store {
+                path: path.to_string(),
+                source,
+            })?;
+        let bytes = bytes
+            .bytes()
+            .await
+            .map_err(|source| CheckpointError::Store {
+                path: path.to_string(),
+                source,
+            })?
+            .to_vec();
         if bytes.len() as u64 != f.size || sha256_hex(&bytes) != f.sha256 {
-            return Err(CheckpointError::Corrupt { path: path.to_string(), reason: "size or SHA-256 differs from the manifest".into() });
+            return Err(CheckpointError::Corrupt {
+                path: path.to_string(),
+                reason: "size or SHA-256 differs from the manifest".into(),
+            });
         }
         files.insert(f.name.clone(), bytes);
     }
     let take = |files: &mut HashMap<String, Vec<u8>>, name: &str| {
-        files.remove(name).ok_or_else(|| CheckpointError::Corrupt { path: format!("{folder}/{name}"), reason: "not listed in the manifest".into() })
+        files.remove(name).ok_or_else(|| CheckpointError::Corrupt {
+            path: format!("{folder}/{name}"),
+            reason: "not listed in the manifest".into(),
+        })
     };
-    let corrupt = |name: &str, reason: String| CheckpointError::Corrupt { path: format!("{folder}/{name}"), reason };
-    let trainer: TrainerState =
-        serde_json::from_slice(&take(&mut files, TRAINER_FILE)?).map_err(|e| corrupt(TRAINER_FILE, e.to_string()))?;
-    load_ml4m_bytes(model, take(&mut files, MODEL_FILE)?).map_err(|e| corrupt(MODEL_FILE, e.to_string()))?;
+    let corrupt = |name: &str, reason: String| CheckpointError::Corrupt {
+        path: format!("{folder}/{name}"),
+        reason,
+    };
+    let trainer: TrainerState = serde_json::from_slice(&take(&mut files, TRAINER_FILE)?)
+        .map_err(|e| corrupt(TRAINER_FILE, e.to_string()))?;
+    load_ml4m_bytes(model, take(&mut files, MODEL_FILE)?)
+        .map_err(|e| corrupt(MODEL_FILE, e.to_string()))?;
     let opt = take(&mut files, OPTIMIZER_FILE)?;
-    let st = safetensors::SafeTensors::deserialize(&opt).map_err(|e| corrupt(OPTIMIZER_FILE, e.to_string()))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&opt).map_err(|e| corrupt(OPTIMIZER_FILE, e.to_string()))?;
+    let st = safetensors::SafeTensors::deserialize(&opt)
+        .map_err(|e| corrupt(OPTIMIZER_FILE, e.to_string()))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&opt)
+        .map_err(|e| corrupt(OPTIMIZER_FILE, e.to_string()))?;
     let meta = header.metadata().clone().unwrap_or_default();
-    let expected: Vec<(String, Vec<usize>)> = layout.entries().iter().map(|e| (e.info.name.clone(), e.info.shape.clone())).collect();
+    let expected: Vec<(String, Vec<usize>)> = layout
+        .entries()
+        .iter()
+        .map(|e| (e.info.name.clone(), e.info.shape.clone()))
+        .collect();
     let stored: Vec<(String, Vec<usize>)> = meta
         .get("layout")
         .and_then(|l| serde_json::from_str(l).ok())
         .ok_or_else(|| corrupt(OPTIMIZER_FILE, "missing parameter layout".into()))?;
     if stored != expected {
-        return Err(corrupt(OPTIMIZER_FILE, "parameter layout differs from the model's".into()));
+        return Err(corrupt(
+            OPTIMIZER_FILE,
+            "parameter layout differs from the model's".into(),
+        ));
     }
-    let adamw_step = meta.get("step").and_then(|s| s.parse().ok()).ok_or_else(|| corrupt(OPTIMIZER_FILE, "missing step".into()))?;
+    let adamw_step = meta
+        .get("step")
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| corrupt(OPTIMIZER_FILE, "missing step".into()))?;
     let vector = |name: &str| -> Result<Tensor<1>, CheckpointError> {
-        let t = st.tensor(name).map_err(|e| corrupt(OPTIMIZER_FILE, format!("{name}: {e}")))?;
+        let t = st
+            .tensor(name)
+            .map_err(|e| corrupt(OPTIMIZER_FILE, format!("{name}: {e}")))?;
         if t.dtype() != safetensors::Dtype::F32 || t.shape() != [layout.len()] {
-            return Err(corrupt(OPTIMIZER_FILE, format!("{name}: expected f32 [{}]", layout.len())));
+            return Err(corrupt(
+                OPTIMIZER_FILE,
+                format!("{name}: expected f32 [{}]", layout.len()),
+            ));
         }
-        let values: Vec<f32> = t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-        Ok(Tensor::from_data(TensorData::new(values, [layout.len()]), device))
+        let values: Vec<f32> = t
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Ok(Tensor::from_data(
+            TensorData::new(values, [layout.len()]),
+            device,
+        ))
     };
-    Ok(Restored { exp_avg: vector("exp_avg")?, exp_avg_sq: vector("exp_avg_sq")?, adamw_step, trainer })
+    Ok(Restored {
+        exp_avg: vector("exp_avg")?,
+        exp_avg_sq: vector("exp_avg_sq")?,
+        adamw_step,
+        trainer,
+    })
 }
 
 /// SHA-256 in lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn host(t: Tensor<1>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 data")
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 data")
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {

@@ -17,7 +17,8 @@ pub struct Token(MetadataValue<tonic::metadata::Ascii>);
 
 impl tonic::service::Interceptor for Token {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        req.metadata_mut().insert(fourm_proto::AUTH_HEADER, self.0.clone());
+        req.metadata_mut()
+            .insert(fourm_proto::AUTH_HEADER, self.0.clone());
         Ok(req)
     }
 }
@@ -68,7 +69,9 @@ impl ClientError {
     /// The gRPC status behind the error.
     pub fn status(&self) -> Option<&Status> {
         match self {
-            ClientError::Refused { status, .. } | ClientError::Unreachable { status, .. } => Some(status),
+            ClientError::Refused { status, .. } | ClientError::Unreachable { status, .. } => {
+                Some(status)
+            }
             ClientError::Endpoint { .. } => None,
         }
     }
@@ -76,23 +79,40 @@ impl ClientError {
 
 /// Whether a status means "try again later" rather than "no".
 fn transient(status: &Status) -> bool {
-    matches!(status.code(), Code::Unavailable | Code::Unknown | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted)
-        && !status.message().contains("message length too large")
+    matches!(
+        status.code(),
+        Code::Unavailable
+            | Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Cancelled
+            | Code::ResourceExhausted
+    ) && !status.message().contains("message length too large")
 }
 
 macro_rules! rpc {
     ($name:ident, $req:ty, $reply:ty) => {
         /// Calls the RPC of the same name, retrying while the coordinator is unreachable.
         pub async fn $name(&self, req: $req) -> Result<$reply, ClientError> {
-            self.call(stringify!($name), req, |mut c, r| async move { c.$name(r).await.map(|r| r.into_inner()) }).await
+            self.call(stringify!($name), req, |mut c, r| async move {
+                c.$name(r).await.map(|r| r.into_inner())
+            })
+            .await
         }
     };
 }
 
 impl Client {
     /// A lazily-connecting client of `address` (`http://host:port` or `https://...` with `tls_ca`).
-    pub fn new(address: &str, token: &str, tls_ca: Option<&[u8]>, give_up_after: Duration) -> Result<Self, ClientError> {
-        let bad = |reason: String| ClientError::Endpoint { address: address.to_string(), reason };
+    pub fn new(
+        address: &str,
+        token: &str,
+        tls_ca: Option<&[u8]>,
+        give_up_after: Duration,
+    ) -> Result<Self, ClientError> {
+        let bad = |reason: String| ClientError::Endpoint {
+            address: address.to_string(),
+            reason,
+        };
         let mut endpoint = Endpoint::from_shared(address.to_string())
             .map_err(|e| bad(e.to_string()))?
             .connect_timeout(Duration::from_secs(5))
@@ -103,12 +123,23 @@ impl Client {
                 .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
                 .map_err(|e| bad(e.to_string()))?;
         }
-        let header: MetadataValue<_> = format!("Bearer {token}").parse().map_err(|_| bad("token is not valid ASCII".into()))?;
+        let header: MetadataValue<_> = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| bad("token is not valid ASCII".into()))?;
         let inner = CoordinatorClient::with_interceptor(endpoint.connect_lazy(), Token(header));
-        Ok(Self { inner, max_backoff: Duration::from_secs(5), give_up_after })
+        Ok(Self {
+            inner,
+            max_backoff: Duration::from_secs(5),
+            give_up_after,
+        })
     }
 
-    async fn call<Req, Rep, F, Fut>(&self, rpc: &'static str, req: Req, f: F) -> Result<Rep, ClientError>
+    async fn call<Req, Rep, F, Fut>(
+        &self,
+        rpc: &'static str,
+        req: Req,
+        f: F,
+    ) -> Result<Rep, ClientError>
     where
         Req: Clone,
         F: Fn(Inner, Req) -> Fut,
@@ -122,7 +153,11 @@ impl Client {
                 Err(status) if transient(&status) => {
                     let waited = start.elapsed();
                     if waited >= self.give_up_after {
-                        return Err(ClientError::Unreachable { rpc, waited, status });
+                        return Err(ClientError::Unreachable {
+                            rpc,
+                            waited,
+                            status,
+                        });
                     }
                     tracing::debug!(rpc, code = ?status.code(), backoff_ms = backoff.as_millis() as u64, "coordinator unavailable, retrying");
                     tokio::time::sleep(backoff).await;
@@ -138,9 +173,21 @@ impl Client {
     rpc!(rendezvous, pb::RendezvousRequest, pb::RendezvousReply);
     rpc!(lease, pb::LeaseRequest, pb::LeaseReply);
     rpc!(report_progress, pb::ProgressRequest, pb::ProgressReply);
-    rpc!(checkpoint_begin, pb::CheckpointBeginRequest, pb::CheckpointBeginReply);
-    rpc!(checkpoint_done, pb::CheckpointDoneRequest, pb::CheckpointDoneReply);
+    rpc!(
+        checkpoint_begin,
+        pb::CheckpointBeginRequest,
+        pb::CheckpointBeginReply
+    );
+    rpc!(
+        checkpoint_done,
+        pb::CheckpointDoneRequest,
+        pb::CheckpointDoneReply
+    );
     rpc!(leave, pb::LeaveRequest, pb::LeaveReply);
-    rpc!(report_collective_error, pb::CollectiveErrorRequest, pb::CollectiveErrorReply);
+    rpc!(
+        report_collective_error,
+        pb::CollectiveErrorRequest,
+        pb::CollectiveErrorReply
+    );
     rpc!(job_status, pb::JobStatusRequest, pb::JobStatusReply);
 }

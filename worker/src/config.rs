@@ -123,7 +123,11 @@ pub enum ArchVariantName {
 
 impl Default for ModelSection {
     fn default() -> Self {
-        Self { preset: "debug".into(), variant: ArchVariantName::SwigluNobias, init_seed: 0 }
+        Self {
+            preset: "debug".into(),
+            variant: ArchVariantName::SwigluNobias,
+            init_seed: 0,
+        }
     }
 }
 
@@ -142,10 +146,15 @@ impl ModelSection {
             "base" => FourMConfig::base(variant),
             "large" => FourMConfig::large(variant),
             "xlarge" => FourMConfig::xlarge(variant),
-            name => FourMConfig::from_ml4m_name(name)
-                .map_err(|e| ConfigError::Invalid { key: "model.preset", reason: e.to_string() })?,
+            name => FourMConfig::from_ml4m_name(name).map_err(|e| ConfigError::Invalid {
+                key: "model.preset",
+                reason: e.to_string(),
+            })?,
         };
-        config.validate().map_err(|e| ConfigError::Invalid { key: "model.preset", reason: e.to_string() })?;
+        config.validate().map_err(|e| ConfigError::Invalid {
+            key: "model.preset",
+            reason: e.to_string(),
+        })?;
         Ok(config)
     }
 }
@@ -255,7 +264,11 @@ pub struct MetricsSection {
 
 impl Default for MetricsSection {
     fn default() -> Self {
-        Self { log_every: 10, peak_flops: 0.0, audit_samples: None }
+        Self {
+            log_every: 10,
+            peak_flops: 0.0,
+            audit_samples: None,
+        }
     }
 }
 
@@ -293,12 +306,18 @@ pub enum ConfigError {
 impl WorkerConfig {
     /// Parses a TOML document (`origin` names it in errors).
     pub fn from_toml(text: &str, origin: &Path) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse { path: origin.to_path_buf(), message: e.to_string() })
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_path_buf(),
+            message: e.to_string(),
+        })
     }
 
     /// Reads a TOML file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::from_toml(&text, path)
     }
 
@@ -315,9 +334,10 @@ impl WorkerConfig {
             self.data.dataset = v;
         }
         if let Some(v) = env("FOURM_COLLECTIVE_LISTEN") {
-            self.worker.collective_listen = v
-                .parse()
-                .map_err(|e| ConfigError::Invalid { key: "FOURM_COLLECTIVE_LISTEN", reason: format!("`{v}`: {e}") })?;
+            self.worker.collective_listen = v.parse().map_err(|e| ConfigError::Invalid {
+                key: "FOURM_COLLECTIVE_LISTEN",
+                reason: format!("`{v}`: {e}"),
+            })?;
         }
         if let Some(v) = env("FOURM_COLLECTIVE_ADVERTISE") {
             self.worker.collective_advertise = Some(v);
@@ -327,14 +347,27 @@ impl WorkerConfig {
 
     /// Checks every value.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key: &'static str, reason: &str| Err(ConfigError::Invalid { key, reason: reason.into() });
-        if !(self.coordinator.address.starts_with("http://") || self.coordinator.address.starts_with("https://")) {
+        let invalid = |key: &'static str, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.into(),
+            })
+        };
+        if !(self.coordinator.address.starts_with("http://")
+            || self.coordinator.address.starts_with("https://"))
+        {
             return invalid("coordinator.address", "must be an http:// or https:// URL");
         }
-        if self.worker.id.as_ref().is_some_and(|id| id.is_empty() || id.len() > 256) {
+        if self
+            .worker
+            .id
+            .as_ref()
+            .is_some_and(|id| id.is_empty() || id.len() > 256)
+        {
             return invalid("worker.id", "must have 1 to 256 characters");
         }
-        if self.worker.collective == CollectiveKind::Nccl && self.worker.device != DeviceKind::Cuda {
+        if self.worker.collective == CollectiveKind::Nccl && self.worker.device != DeviceKind::Cuda
+        {
             return invalid("worker.collective", "nccl needs worker.device = \"cuda\"");
         }
         self.model.build()?;
@@ -342,12 +375,20 @@ impl WorkerConfig {
             return invalid("data.dataset", "must name the dataset URL");
         }
         if self.data.input_tokens == 0 || self.data.target_tokens == 0 {
-            return invalid("data.input_tokens", "input and target tokens must be positive");
+            return invalid(
+                "data.input_tokens",
+                "input and target tokens must be positive",
+            );
         }
         if self.data.shards_in_flight == 0 || self.data.mix == 0 {
-            return invalid("data.shards_in_flight", "shards_in_flight and mix must be at least 1");
+            return invalid(
+                "data.shards_in_flight",
+                "shards_in_flight and mix must be at least 1",
+            );
         }
-        if self.data.text_max_tokens == 0 || self.data.text_max_tokens > fourm_model::SEQ_POS_EMB_ROWS {
+        if self.data.text_max_tokens == 0
+            || self.data.text_max_tokens > fourm_model::SEQ_POS_EMB_ROWS
+        {
             return invalid("data.text_max_tokens", "must be in 1..=512");
         }
         let t = &self.train;
@@ -355,23 +396,33 @@ impl WorkerConfig {
             return invalid("train.batch_size", "must be at least 1");
         }
         if !(t.blr.is_finite() && t.blr > 0.0) || !(t.min_lr.is_finite() && t.min_lr >= 0.0) {
-            return invalid("train.blr", "learning rates must be finite, blr > 0 and min_lr >= 0");
+            return invalid(
+                "train.blr",
+                "learning rates must be finite, blr > 0 and min_lr >= 0",
+            );
         }
         if !(0.0..1.0).contains(&t.betas.0) || !(0.0..1.0).contains(&t.betas.1) {
             return invalid("train.betas", "must be in [0, 1)");
         }
         if !(t.eps > 0.0) || t.weight_decay < 0.0 || t.clip_grad < 0.0 {
-            return invalid("train.eps", "eps must be positive, weight_decay and clip_grad non-negative");
+            return invalid(
+                "train.eps",
+                "eps must be positive, weight_decay and clip_grad non-negative",
+            );
         }
         if self.metrics.log_every == 0 || self.metrics.peak_flops < 0.0 {
-            return invalid("metrics.log_every", "log_every must be positive and peak_flops non-negative");
+            return invalid(
+                "metrics.log_every",
+                "log_every must be positive and peak_flops non-negative",
+            );
         }
         Ok(())
     }
 
     /// Digest of everything that must agree across the workers of a job.
     pub fn digest(&self) -> String {
-        let shared = serde_json::json!({ "model": self.model, "data": self.data, "train": self.train });
+        let shared =
+            serde_json::json!({ "model": self.model, "data": self.data, "train": self.train });
         let hash = Sha256::digest(shared.to_string().as_bytes());
         hash.iter().take(12).map(|b| format!("{b:02x}")).collect()
     }

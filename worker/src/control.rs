@@ -63,14 +63,24 @@ impl Control {
         }
         *self.reason.lock().unwrap_or_else(|e| e.into_inner()) = reason.to_string();
         self.aborted.store(true, Ordering::SeqCst);
-        if let Some(handle) = self.abort.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if let Some(handle) = self
+            .abort
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
             handle.abort();
         }
     }
 
     /// Whether the current generation was aborted, and why.
     pub fn aborted(&self) -> Option<String> {
-        self.aborted.load(Ordering::SeqCst).then(|| self.reason.lock().unwrap_or_else(|e| e.into_inner()).clone())
+        self.aborted.load(Ordering::SeqCst).then(|| {
+            self.reason
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        })
     }
 
     /// Asks to join generation `g`.

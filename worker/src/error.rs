@@ -67,6 +67,9 @@ impl WorkerError {
     }
 
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        WorkerError::Io { context: context.into(), source }
+        WorkerError::Io {
+            context: context.into(),
+            source,
+        }
     }
 }

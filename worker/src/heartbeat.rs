@@ -12,7 +12,13 @@ use crate::control::Control;
 
 /// Heartbeats until the job shuts down. `register` re-registers the worker when the coordinator
 /// has forgotten it (after a coordinator restart).
-pub async fn heartbeat_loop(client: Client, worker_id: String, control: Arc<Control>, interval: Duration, register: pb::RegisterRequest) {
+pub async fn heartbeat_loop(
+    client: Client,
+    worker_id: String,
+    control: Arc<Control>,
+    interval: Duration,
+    register: pb::RegisterRequest,
+) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !control.is_shut_down() {
@@ -34,7 +40,10 @@ pub async fn heartbeat_loop(client: Client, worker_id: String, control: Arc<Cont
         match pb::Instruction::try_from(reply.instruction).unwrap_or(pb::Instruction::Unspecified) {
             pb::Instruction::Join if reply.generation != current => {
                 if current != 0 {
-                    control.abort(&format!("generation {} replaces {current}", reply.generation));
+                    control.abort(&format!(
+                        "generation {} replaces {current}",
+                        reply.generation
+                    ));
                 }
                 control.request_join(reply.generation);
             }
@@ -50,7 +59,9 @@ pub async fn heartbeat_loop(client: Client, worker_id: String, control: Arc<Cont
                 control.shut_down();
             }
             pb::Instruction::Register => {
-                tracing::info!("coordinator does not know this worker (restarted?): registering again");
+                tracing::info!(
+                    "coordinator does not know this worker (restarted?): registering again"
+                );
                 if current != 0 {
                     control.abort("the coordinator restarted");
                 }

@@ -39,7 +39,11 @@ impl StepReport {
 
     /// Achieved FLOPs over the peak (0 when no peak is configured).
     pub fn mfu(&self, peak_flops: f64) -> f64 {
-        if peak_flops <= 0.0 { 0.0 } else { self.flops / self.elapsed.as_secs_f64().max(1e-9) / peak_flops }
+        if peak_flops <= 0.0 {
+            0.0
+        } else {
+            self.flops / self.elapsed.as_secs_f64().max(1e-9) / peak_flops
+        }
     }
 
     /// Fraction of the step spent waiting for data.
@@ -62,7 +66,11 @@ impl StepReport {
 
     /// Logs the step (structured fields).
     pub fn log(&self, peak_flops: f64) {
-        let per_mod: Vec<String> = self.modality_loss.iter().map(|(m, l)| format!("{m}={l:.4}")).collect();
+        let per_mod: Vec<String> = self
+            .modality_loss
+            .iter()
+            .map(|(m, l)| format!("{m}={l:.4}"))
+            .collect();
         tracing::info!(
             step = self.step,
             loss = format!("{:.4}", self.loss),
@@ -78,8 +86,19 @@ impl StepReport {
 }
 
 /// FLOPs of one step of `batch` samples.
-pub fn step_flops(config: &FourMConfig, batch: usize, inputs: usize, targets: usize, mean_vocab: usize) -> f64 {
-    config.train_flops(StepShape { batch, encoder_tokens: inputs, decoder_tokens: targets, mean_vocab })
+pub fn step_flops(
+    config: &FourMConfig,
+    batch: usize,
+    inputs: usize,
+    targets: usize,
+    mean_vocab: usize,
+) -> f64 {
+    config.train_flops(StepShape {
+        batch,
+        encoder_tokens: inputs,
+        decoder_tokens: targets,
+        mean_vocab,
+    })
 }
 
 #[cfg(test)]

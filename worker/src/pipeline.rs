@@ -7,7 +7,10 @@
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
-use fourm_data::{DecodedSample, MaskedBatch, MaskedTensor, Masker, RankStream, StepLoader, TextTokenizer, masking_input};
+use fourm_data::{
+    DecodedSample, MaskedBatch, MaskedTensor, Masker, RankStream, StepLoader, TextTokenizer,
+    masking_input,
+};
 use fourm_model::{Batch, ModalityBatch, ModalityData};
 
 /// A batch ready for the step, with what it consumed.
@@ -56,8 +59,12 @@ impl BatchBuilder {
         let masked = samples
             .iter()
             .map(|(key, seed, sample)| {
-                let bad = |e: fourm_data::MaskError| PipelineError::Sample { key: key.clone(), reason: e.to_string() };
-                let inputs = masking_input(sample, self.masker.config(), self.tokenizer.as_ref()).map_err(bad)?;
+                let bad = |e: fourm_data::MaskError| PipelineError::Sample {
+                    key: key.clone(),
+                    reason: e.to_string(),
+                };
+                let inputs = masking_input(sample, self.masker.config(), self.tokenizer.as_ref())
+                    .map_err(bad)?;
                 self.masker.mask(&inputs, *seed).map_err(bad)
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -88,7 +95,10 @@ fn to_model_batch(m: MaskedBatch) -> Batch {
             (name, batch)
         })
         .collect();
-    Batch { batch_size: m.batch_size, modalities }
+    Batch {
+        batch_size: m.batch_size,
+        modalities,
+    }
 }
 
 /// The background thread preparing batches.
@@ -99,19 +109,31 @@ pub struct Prefetcher {
 
 impl Prefetcher {
     /// Starts preparing batches of `batch_size` samples, `depth` ahead.
-    pub fn start(mut loader: StepLoader, mut stream: RankStream, builder: BatchBuilder, batch_size: usize, depth: usize) -> Self {
+    pub fn start(
+        mut loader: StepLoader,
+        mut stream: RankStream,
+        builder: BatchBuilder,
+        batch_size: usize,
+        depth: usize,
+    ) -> Self {
         let (tx, rx) = sync_channel(depth.max(1));
         let handle = std::thread::Builder::new()
             .name("fourm-input".into())
             .spawn(move || produce(&mut loader, &mut stream, &builder, batch_size, &tx))
             .expect("spawning the input thread");
-        Self { rx, handle: Some(handle) }
+        Self {
+            rx,
+            handle: Some(handle),
+        }
     }
 
     /// The next batch, and how long the step waited for it.
     pub fn next(&mut self) -> Result<(PreparedBatch, Duration), PipelineError> {
         let t = Instant::now();
-        let batch = self.rx.recv().unwrap_or(Err(PipelineError::NoValidData(0)))?;
+        let batch = self
+            .rx
+            .recv()
+            .unwrap_or(Err(PipelineError::NoValidData(0)))?;
         Ok((batch, t.elapsed()))
     }
 }
@@ -143,7 +165,12 @@ fn produce(
     }
 }
 
-fn prepare(loader: &mut StepLoader, stream: &mut RankStream, builder: &BatchBuilder, batch_size: usize) -> Result<PreparedBatch, PipelineError> {
+fn prepare(
+    loader: &mut StepLoader,
+    stream: &mut RankStream,
+    builder: &BatchBuilder,
+    batch_size: usize,
+) -> Result<PreparedBatch, PipelineError> {
     let mut good = Vec::new();
     let mut quarantined: Vec<(u32, String)> = Vec::new();
     let mut loader_wait = Duration::ZERO;
@@ -170,9 +197,17 @@ fn prepare(loader: &mut StepLoader, stream: &mut RankStream, builder: &BatchBuil
             return Err(PipelineError::NoValidData(bad_in_a_row));
         }
     }
-    let keyed: Vec<(String, u64, &DecodedSample)> =
-        good.iter().map(|(at, s)| (format!("{}/{}/{}", at.epoch, at.shard, s.key), at.seed, s)).collect();
+    let keyed: Vec<(String, u64, &DecodedSample)> = good
+        .iter()
+        .map(|(at, s)| (format!("{}/{}/{}", at.epoch, at.shard, s.key), at.seed, s))
+        .collect();
     let batch = builder.build(&keyed)?;
     let keys = keyed.into_iter().map(|(k, _, _)| k).collect();
-    Ok(PreparedBatch { batch, progress: stream.take_progress(), keys, quarantined, loader_wait })
+    Ok(PreparedBatch {
+        batch,
+        progress: stream.take_progress(),
+        keys,
+        quarantined,
+        loader_wait,
+    })
 }

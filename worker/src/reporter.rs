@@ -36,10 +36,15 @@ impl Reporter {
         runtime.spawn(async move {
             while let Some(report) = rx.recv().await {
                 let result = match report {
-                    Report::Progress(req) => client.report_progress(req).await.map(|r| r.committed_step),
+                    Report::Progress(req) => {
+                        client.report_progress(req).await.map(|r| r.committed_step)
+                    }
                     Report::Done(req) => {
                         let step = req.step;
-                        client.checkpoint_done(req).await.map(|r| if r.committed { step } else { 0 })
+                        client
+                            .checkpoint_done(req)
+                            .await
+                            .map(|r| if r.committed { step } else { 0 })
                     }
                 };
                 match result {

@@ -17,27 +17,57 @@ use crate::session::{GenerationEnd, Worker};
 use crate::setup::DataSetup;
 
 /// Runs the worker until the job finishes or `control` is shut down (for example on SIGTERM).
-pub async fn run(config: WorkerConfig, token: String, control: Arc<Control>, mut join: tokio::sync::watch::Receiver<u64>) -> Result<(), WorkerError> {
+pub async fn run(
+    config: WorkerConfig,
+    token: String,
+    control: Arc<Control>,
+    mut join: tokio::sync::watch::Receiver<u64>,
+) -> Result<(), WorkerError> {
     config.validate()?;
     let id = config.worker.id.clone().unwrap_or_else(host_name);
-    let listener = std::net::TcpListener::bind(config.worker.collective_listen)
-        .map_err(|e| WorkerError::io(format!("binding the collective on {}", config.worker.collective_listen), e))?;
-    let local = listener.local_addr().map_err(|e| WorkerError::io("collective address", e))?;
-    let advertise = config.worker.collective_advertise.clone().unwrap_or_else(|| {
-        if local.ip().is_unspecified() { format!("{}:{}", host_name(), local.port()) } else { local.to_string() }
-    });
+    let listener = std::net::TcpListener::bind(config.worker.collective_listen).map_err(|e| {
+        WorkerError::io(
+            format!(
+                "binding the collective on {}",
+                config.worker.collective_listen
+            ),
+            e,
+        )
+    })?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| WorkerError::io("collective address", e))?;
+    let advertise = config
+        .worker
+        .collective_advertise
+        .clone()
+        .unwrap_or_else(|| {
+            if local.ip().is_unspecified() {
+                format!("{}:{}", host_name(), local.port())
+            } else {
+                local.to_string()
+            }
+        });
     let ca = match &config.coordinator.tls_ca {
-        Some(p) => Some(std::fs::read(p).map_err(|e| WorkerError::io(format!("reading {}", p.display()), e))?),
+        Some(p) => Some(
+            std::fs::read(p).map_err(|e| WorkerError::io(format!("reading {}", p.display()), e))?,
+        ),
         None => None,
     };
-    let client = Client::new(&config.coordinator.address, &token, ca.as_deref(), Duration::from_secs(600))?;
+    let client = Client::new(
+        &config.coordinator.address,
+        &token,
+        ca.as_deref(),
+        Duration::from_secs(600),
+    )?;
     let data = DataSetup::open(&config).await?;
     let device = device(&config)?;
     let register = pb::RegisterRequest {
         worker: Some(pb::WorkerInfo {
             worker_id: id.clone(),
             collective_address: advertise.clone(),
-            device: format!("{:?}:{}", config.worker.device, config.worker.device_index).to_lowercase(),
+            device: format!("{:?}:{}", config.worker.device, config.worker.device_index)
+                .to_lowercase(),
             config_digest: config.digest(),
         }),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -45,9 +75,23 @@ pub async fn run(config: WorkerConfig, token: String, control: Arc<Control>, mut
     let reply = client.register(register.clone()).await?;
     tracing::info!(worker = %id, job = %reply.job_id, collective = %advertise, "registered");
     let interval = Duration::from_millis(u64::from(reply.heartbeat_interval_ms.max(20)));
-    let heartbeats = tokio::spawn(heartbeat_loop(client.clone(), id.clone(), control.clone(), interval, register));
-    let reporter = Reporter::start(client.clone(), control.clone(), &tokio::runtime::Handle::current());
-    let audit = config.metrics.audit_samples.as_deref().map(|p| Mutex::new(Audit::new(p)));
+    let heartbeats = tokio::spawn(heartbeat_loop(
+        client.clone(),
+        id.clone(),
+        control.clone(),
+        interval,
+        register,
+    ));
+    let reporter = Reporter::start(
+        client.clone(),
+        control.clone(),
+        &tokio::runtime::Handle::current(),
+    );
+    let audit = config
+        .metrics
+        .audit_samples
+        .as_deref()
+        .map(|p| Mutex::new(Audit::new(p)));
     let worker = Arc::new(Worker {
         config,
         id: id.clone(),
@@ -85,16 +129,28 @@ pub async fn run(config: WorkerConfig, token: String, control: Arc<Control>, mut
                 }
                 break Ok(());
             }
-            Ok(Ok(GenerationEnd::Aborted(reason))) => tracing::warn!(generation = g, reason = %reason, "generation aborted; rejoining"),
+            Ok(Ok(GenerationEnd::Aborted(reason))) => {
+                tracing::warn!(generation = g, reason = %reason, "generation aborted; rejoining")
+            }
             Ok(Err(e)) => break Err(e),
-            Err(panic) => break Err(WorkerError::setup(format!("training thread failed: {panic}"))),
+            Err(panic) => {
+                break Err(WorkerError::setup(format!(
+                    "training thread failed: {panic}"
+                )));
+            }
         }
     };
     let reason = match &outcome {
         Ok(()) => "done".to_string(),
         Err(e) => e.to_string(),
     };
-    let _ = client.leave(pb::LeaveRequest { worker_id: id, generation: 0, reason }).await;
+    let _ = client
+        .leave(pb::LeaveRequest {
+            worker_id: id,
+            generation: 0,
+            reason,
+        })
+        .await;
     heartbeats.abort();
     outcome
 }
@@ -105,14 +161,20 @@ fn device(config: &WorkerConfig) -> Result<Device, WorkerError> {
         #[cfg(feature = "cuda")]
         DeviceKind::Cuda => Ok(Device::cuda(config.worker.device_index).autodiff()),
         #[cfg(not(feature = "cuda"))]
-        DeviceKind::Cuda => Err(WorkerError::setup("this worker was built without the `cuda` feature")),
+        DeviceKind::Cuda => Err(WorkerError::setup(
+            "this worker was built without the `cuda` feature",
+        )),
     }
 }
 
 fn host_name() -> String {
     std::env::var("HOSTNAME")
         .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()))
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "worker".into())
 }

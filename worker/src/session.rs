@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use burn::tensor::Device;
 use fourm_collective::{AbortHandle, CollectiveError, Rendezvous, RingCollective, RingConfig};
-use fourm_data::{Assignment, Cursor, DatasetStore, LoaderConfig, RankStream, StepLoader, StoreConfig};
+use fourm_data::{
+    Assignment, Cursor, DatasetStore, LoaderConfig, RankStream, StepLoader, StoreConfig,
+};
 use fourm_model::StepOptions;
 use fourm_model::optim::{AdamW, AdamWConfig, CosineSchedule, ParamLayout, scaled_lr};
 use fourm_proto::v1 as pb;
@@ -68,10 +70,20 @@ impl Worker {
             nccl_unique_id: Vec::new(),
             wait_ms: 0,
         }))?;
-        let lease = rt.block_on(self.client.lease(pb::LeaseRequest { worker_id: self.id.clone(), generation: g, count: 0 }))?;
+        let lease = rt.block_on(self.client.lease(pb::LeaseRequest {
+            worker_id: self.id.clone(),
+            generation: g,
+            count: 0,
+        }))?;
         let plan = self.data.plan(lease.seed)?;
-        let a = lease.assignment.ok_or_else(|| WorkerError::setup("lease without an assignment"))?;
-        let assignment = Assignment { world_size: a.world_size, carried: a.carried, base: a.base };
+        let a = lease
+            .assignment
+            .ok_or_else(|| WorkerError::setup("lease without an assignment"))?;
+        let assignment = Assignment {
+            world_size: a.world_size,
+            carried: a.carried,
+            base: a.base,
+        };
         let cursor = Cursor::from_json(&plan, &lease.cursor_json)?;
         let (rank, world, total) = (rdv.rank, rdv.world_size, rdv.total_steps);
         tracing::info!(generation = g, rank, world, restore = ?rdv.restore.as_ref().map(|r| r.step), "joining generation");
@@ -79,16 +91,29 @@ impl Worker {
         let abort = AbortHandle::new();
         self.control.enter(g, abort.clone());
         self.control.set_phase(pb::WorkerPhase::Starting);
-        let peers = rdv.peers.iter().map(|p| resolve(&p.collective_address)).collect::<Result<Vec<_>, _>>()?;
-        let rendezvous = Rendezvous { generation: g, rank: rank as usize, peers };
-        let ring_config = RingConfig { connect_timeout: Duration::from_secs(30), ..RingConfig::default() };
-        let mut ring = match RingCollective::connect(&self.listener, &rendezvous, &ring_config, abort) {
-            Ok(r) => r,
-            Err(e) => return Ok(self.collective_failed(g, &e)),
+        let peers = rdv
+            .peers
+            .iter()
+            .map(|p| resolve(&p.collective_address))
+            .collect::<Result<Vec<_>, _>>()?;
+        let rendezvous = Rendezvous {
+            generation: g,
+            rank: rank as usize,
+            peers,
         };
+        let ring_config = RingConfig {
+            connect_timeout: Duration::from_secs(30),
+            ..RingConfig::default()
+        };
+        let mut ring =
+            match RingCollective::connect(&self.listener, &rendezvous, &ring_config, abort) {
+                Ok(r) => r,
+                Err(e) => return Ok(self.collective_failed(g, &e)),
+            };
 
         let model_config = cfg.model.build()?;
-        let mut model = model_config.init(&self.data.modalities, cfg.model.init_seed, &self.device)?;
+        let mut model =
+            model_config.init(&self.data.modalities, cfg.model.init_seed, &self.device)?;
         let layout = ParamLayout::new(&model);
         let schedule = CosineSchedule {
             lr: scaled_lr(cfg.train.blr, cfg.train.batch_size * world as usize),
@@ -96,15 +121,27 @@ impl Worker {
             warmup_steps: cfg.train.warmup_steps,
             total_steps: total,
         };
-        let adamw_config = AdamWConfig { betas: cfg.train.betas, eps: cfg.train.eps, weight_decay: cfg.train.weight_decay };
+        let adamw_config = AdamWConfig {
+            betas: cfg.train.betas,
+            eps: cfg.train.eps,
+            weight_decay: cfg.train.weight_decay,
+        };
         let plain = self.device.clone().inner();
         let (adamw, step) = match &rdv.restore {
             Some(point) => {
                 let (root, folder) = split_folder(&point.prefix)?;
                 let store = DatasetStore::open(root, StoreConfig::default())?;
                 let path = store.root().clone().join(folder);
-                let restored = rt.block_on(checkpoint::restore(store.inner(), &path, &mut model, &layout, &plain))?;
-                if restored.trainer.step != point.step || restored.trainer.config_digest != cfg.digest() {
+                let restored = rt.block_on(checkpoint::restore(
+                    store.inner(),
+                    &path,
+                    &mut model,
+                    &layout,
+                    &plain,
+                ))?;
+                if restored.trainer.step != point.step
+                    || restored.trainer.config_digest != cfg.digest()
+                {
                     return Err(WorkerError::setup(format!(
                         "checkpoint {} holds step {} of configuration {}, expected step {} of {}",
                         point.prefix,
@@ -114,27 +151,61 @@ impl Worker {
                         cfg.digest()
                     )));
                 }
-                let adamw = AdamW::from_state(adamw_config, &layout, restored.exp_avg, restored.exp_avg_sq, restored.adamw_step);
+                let adamw = AdamW::from_state(
+                    adamw_config,
+                    &layout,
+                    restored.exp_avg,
+                    restored.exp_avg_sq,
+                    restored.adamw_step,
+                );
                 (adamw, point.step)
             }
             None => (AdamW::new(adamw_config, &layout, &plain), 0),
         };
         self.reporter.set_committed(step);
         if let Some(audit) = &self.audit {
-            audit.lock().unwrap_or_else(|e| e.into_inner()).discard_uncommitted();
+            audit
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .discard_uncommitted();
         }
         let micro = match cfg.train.micro_batches {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let mut state = TrainState { model, layout, adamw, schedule, step, clip_grad: cfg.train.clip_grad, micro_batches: micro };
-        self.control.step.store(step, std::sync::atomic::Ordering::SeqCst);
+        let mut state = TrainState {
+            model,
+            layout,
+            adamw,
+            schedule,
+            step,
+            clip_grad: cfg.train.clip_grad,
+            micro_batches: micro,
+        };
+        self.control
+            .step
+            .store(step, std::sync::atomic::Ordering::SeqCst);
 
         let stream = RankStream::new(&plan, &assignment, rank, cfg.data.mix, &cursor);
-        let loader = StepLoader::new(self.data.reader.clone(), LoaderConfig { shards_in_flight: cfg.data.shards_in_flight }, rt.clone())?;
-        let mut inputs = Prefetcher::start(loader, stream, self.data.builder()?, cfg.train.batch_size, 2);
+        let loader = StepLoader::new(
+            self.data.reader.clone(),
+            LoaderConfig {
+                shards_in_flight: cfg.data.shards_in_flight,
+            },
+            rt.clone(),
+        )?;
+        let mut inputs = Prefetcher::start(
+            loader,
+            stream,
+            self.data.builder()?,
+            cfg.train.batch_size,
+            2,
+        );
         let options = StepOptions::new(cfg.data.input_tokens, cfg.data.target_tokens);
-        let options = StepOptions { loss: cfg.train.loss, ..options };
+        let options = StepOptions {
+            loss: cfg.train.loss,
+            ..options
+        };
         let mean_vocab = mean_target_vocab(&self.data);
         self.control.set_phase(pb::WorkerPhase::Training);
 
@@ -151,7 +222,9 @@ impl Worker {
                 Err(e) => return Err(e.into()),
             };
             let step = state.step;
-            self.control.step.store(step, std::sync::atomic::Ordering::SeqCst);
+            self.control
+                .step
+                .store(step, std::sync::atomic::Ordering::SeqCst);
             let report = StepReport {
                 step,
                 loss: result.loss,
@@ -160,10 +233,21 @@ impl Worker {
                 lr: result.lr,
                 elapsed: t0.elapsed(),
                 data_wait: waited,
-                tokens: prepared.batch.batch_size * (cfg.data.input_tokens + cfg.data.target_tokens),
-                flops: step_flops(&model_config, prepared.batch.batch_size, cfg.data.input_tokens, cfg.data.target_tokens, mean_vocab),
+                tokens: prepared.batch.batch_size
+                    * (cfg.data.input_tokens + cfg.data.target_tokens),
+                flops: step_flops(
+                    &model_config,
+                    prepared.batch.batch_size,
+                    cfg.data.input_tokens,
+                    cfg.data.target_tokens,
+                    mean_vocab,
+                ),
             };
-            let entries = prepared.progress.iter().map(|&(entry, consumed)| pb::EntryProgress { entry, consumed }).collect();
+            let entries = prepared
+                .progress
+                .iter()
+                .map(|&(entry, consumed)| pb::EntryProgress { entry, consumed })
+                .collect();
             self.reporter.send(Report::Progress(pb::ProgressRequest {
                 worker_id: self.id.clone(),
                 generation: g,
@@ -175,8 +259,16 @@ impl Worker {
                 report.log(cfg.metrics.peak_flops);
             }
             if let Some(audit) = &self.audit {
-                let record = AuditRecord { generation: g, rank, step, samples: prepared.keys };
-                audit.lock().unwrap_or_else(|e| e.into_inner()).record(record);
+                let record = AuditRecord {
+                    generation: g,
+                    rank,
+                    step,
+                    samples: prepared.keys,
+                };
+                audit
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .record(record);
             }
             let every = rdv.checkpoint_every;
             if (every > 0 && step % every == 0) || step == total || result.checkpoint_requested {
@@ -199,19 +291,32 @@ impl Worker {
 
     /// Writes this rank's part of the checkpoint after `state.step` (rank 0 writes the files, in
     /// the background after a copy to host memory).
-    fn checkpoint(&self, g: u64, rank: u32, world: u32, state: &TrainState) -> Result<(), WorkerError> {
+    fn checkpoint(
+        &self,
+        g: u64,
+        rank: u32,
+        world: u32,
+        state: &TrainState,
+    ) -> Result<(), WorkerError> {
         let step = state.step;
-        let done = |files: Vec<pb::CheckpointFile>| pb::CheckpointDoneRequest { worker_id: self.id.clone(), generation: g, step, files };
+        let done = |files: Vec<pb::CheckpointFile>| pb::CheckpointDoneRequest {
+            worker_id: self.id.clone(),
+            generation: g,
+            step,
+            files,
+        };
         if rank != 0 {
             self.reporter.send(Report::Done(done(Vec::new())));
             return Ok(());
         }
         self.control.set_phase(pb::WorkerPhase::Checkpointing);
-        let begin = self.runtime.block_on(self.client.checkpoint_begin(pb::CheckpointBeginRequest {
-            worker_id: self.id.clone(),
-            generation: g,
-            step,
-        }))?;
+        let begin =
+            self.runtime
+                .block_on(self.client.checkpoint_begin(pb::CheckpointBeginRequest {
+                    worker_id: self.id.clone(),
+                    generation: g,
+                    step,
+                }))?;
         let trainer = TrainerState {
             format: 1,
             step,
@@ -233,7 +338,14 @@ impl Worker {
         self.runtime.spawn(async move {
             match snapshot.upload(store.inner().clone(), path).await {
                 Ok(files) => {
-                    let files = files.into_iter().map(|f| pb::CheckpointFile { name: f.name, size: f.size, sha256: f.sha256 }).collect();
+                    let files = files
+                        .into_iter()
+                        .map(|f| pb::CheckpointFile {
+                            name: f.name,
+                            size: f.size,
+                            sha256: f.sha256,
+                        })
+                        .collect();
                     reporter.send(Report::Done(pb::CheckpointDoneRequest { files, ..request }));
                 }
                 Err(e) => {
@@ -249,7 +361,11 @@ impl Worker {
     fn flush_audit(&self) -> Result<(), WorkerError> {
         if let Some(audit) = &self.audit {
             let committed = self.reporter.committed();
-            audit.lock().unwrap_or_else(|e| e.into_inner()).committed(committed).map_err(|e| WorkerError::io("writing the sample audit", e))?;
+            audit
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .committed(committed)
+                .map_err(|e| WorkerError::io("writing the sample audit", e))?;
         }
         Ok(())
     }
@@ -260,8 +376,15 @@ impl Worker {
             return GenerationEnd::Aborted(reason);
         }
         tracing::warn!(generation = g, error = %e, "collective failed");
-        let report = pb::CollectiveErrorRequest { worker_id: self.id.clone(), generation: g, message: e.to_string() };
-        if let Err(err) = self.runtime.block_on(self.client.report_collective_error(report)) {
+        let report = pb::CollectiveErrorRequest {
+            worker_id: self.id.clone(),
+            generation: g,
+            message: e.to_string(),
+        };
+        if let Err(err) = self
+            .runtime
+            .block_on(self.client.report_collective_error(report))
+        {
             tracing::warn!(error = %err, "could not report the collective error");
         }
         GenerationEnd::Aborted(e.to_string())
@@ -270,7 +393,10 @@ impl Worker {
 
 /// `scheme://.../root/step-N` → (`scheme://.../root`, `step-N`).
 fn split_folder(prefix: &str) -> Result<(&str, &str), WorkerError> {
-    prefix.rsplit_once('/').filter(|(_, f)| !f.is_empty()).ok_or_else(|| WorkerError::setup(format!("bad checkpoint prefix `{prefix}`")))
+    prefix
+        .rsplit_once('/')
+        .filter(|(_, f)| !f.is_empty())
+        .ok_or_else(|| WorkerError::setup(format!("bad checkpoint prefix `{prefix}`")))
 }
 
 fn resolve(address: &str) -> Result<SocketAddr, WorkerError> {

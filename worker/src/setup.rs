@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use fourm_data::{
-    AlphasConfig, DatasetIndex, DatasetStore, EpochPlan, MaskKind, Masker, MaskingConfig, ModalityKind, ModalityMasking, Role,
-    SequenceTokens, ShardReader, StoreConfig, TextTokenizer, TokenRange, read_index,
+    AlphasConfig, DatasetIndex, DatasetStore, EpochPlan, MaskKind, Masker, MaskingConfig,
+    ModalityKind, ModalityMasking, Role, SequenceTokens, ShardReader, StoreConfig, TextTokenizer,
+    TokenRange, read_index,
 };
-use fourm_model::{ModalitySpec, Modalities};
+use fourm_model::{Modalities, ModalitySpec};
 
 use crate::config::WorkerConfig;
 use crate::error::WorkerError;
@@ -39,16 +40,31 @@ impl DataSetup {
         let store = DatasetStore::open(&data.dataset, StoreConfig::default())?;
         let index = read_index(&store).await?;
         let names: Vec<String> = if data.modalities.is_empty() {
-            index.modalities.iter().filter(|(_, m)| m.kind != ModalityKind::CropSettings).map(|(n, _)| n.clone()).collect()
+            index
+                .modalities
+                .iter()
+                .filter(|(_, m)| m.kind != ModalityKind::CropSettings)
+                .map(|(n, _)| n.clone())
+                .collect()
         } else {
             data.modalities.clone()
         };
-        let needs_text = names.iter().any(|n| index.modalities.get(n).is_some_and(|m| m.kind == ModalityKind::Text));
+        let needs_text = names.iter().any(|n| {
+            index
+                .modalities
+                .get(n)
+                .is_some_and(|m| m.kind == ModalityKind::Text)
+        });
         let tokenizer = if needs_text {
             let bytes = match &data.text_tokenizer {
-                Some(url) if Path::new(url).is_file() => std::fs::read(url).map_err(|e| WorkerError::setup(format!("{url}: {e}")))?,
+                Some(url) if Path::new(url).is_file() => {
+                    std::fs::read(url).map_err(|e| WorkerError::setup(format!("{url}: {e}")))?
+                }
                 Some(url) => fetch(url).await?,
-                None => store.get(&store.root().clone().join("text_tokenizer.json")).await?.to_vec(),
+                None => store
+                    .get(&store.root().clone().join("text_tokenizer.json"))
+                    .await?
+                    .to_vec(),
             };
             Some(TextTokenizer::from_json(&bytes, "text tokenizer")?)
         } else {
@@ -57,22 +73,42 @@ impl DataSetup {
         let mut specs = Vec::new();
         let mut masking = BTreeMap::new();
         for name in &names {
-            let info = index.modalities.get(name).ok_or_else(|| WorkerError::setup(format!("modality `{name}` is not in the dataset")))?;
+            let info = index.modalities.get(name).ok_or_else(|| {
+                WorkerError::setup(format!("modality `{name}` is not in the dataset"))
+            })?;
             let (spec, kind, max_tokens) = match info.kind {
                 ModalityKind::Tokens => {
-                    let [h, w] = info.token_shape.ok_or_else(|| WorkerError::setup(format!("`{name}` has no token shape")))?;
+                    let [h, w] = info.token_shape.ok_or_else(|| {
+                        WorkerError::setup(format!("`{name}` has no token shape"))
+                    })?;
                     let vocab = info.vocab_size.unwrap_or(0) as usize;
                     let spec = ModalitySpec::image_tokens(name, vocab, [h as usize, w as usize]);
                     (spec, MaskKind::Image, (h * w) as usize)
                 }
                 ModalityKind::Text => {
                     let vocab = tokenizer.as_ref().map_or(0, TextTokenizer::vocab_size);
-                    (ModalitySpec::sequence(name, vocab, data.text_max_tokens), MaskKind::Sequence, data.text_max_tokens)
+                    (
+                        ModalitySpec::sequence(name, vocab, data.text_max_tokens),
+                        MaskKind::Sequence,
+                        data.text_max_tokens,
+                    )
                 }
-                ModalityKind::CropSettings => return Err(WorkerError::setup(format!("`{name}` is not a trainable modality"))),
+                ModalityKind::CropSettings => {
+                    return Err(WorkerError::setup(format!(
+                        "`{name}` is not a trainable modality"
+                    )));
+                }
             };
             specs.push(spec);
-            masking.insert(name.clone(), ModalityMasking { kind, max_tokens, min_tokens: 0, role: Role::Both });
+            masking.insert(
+                name.clone(),
+                ModalityMasking {
+                    kind,
+                    max_tokens,
+                    min_tokens: 0,
+                    role: Role::Both,
+                },
+            );
         }
         let modalities = Modalities::new(specs).map_err(|e| WorkerError::setup(e.to_string()))?;
         let masking = MaskingConfig {
@@ -89,7 +125,15 @@ impl DataSetup {
             }
         };
         let reader = ShardReader::new(store, index.clone());
-        Ok(Self { index, reader, modalities, names, tokenizer, masking, alphas })
+        Ok(Self {
+            index,
+            reader,
+            modalities,
+            names,
+            tokenizer,
+            masking,
+            alphas,
+        })
     }
 
     /// The epoch plan for a seed.
@@ -99,19 +143,32 @@ impl DataSetup {
 
     /// A batch builder (masker + tokenizer).
     pub fn builder(&self) -> Result<BatchBuilder, WorkerError> {
-        let tokens = self.tokenizer.as_ref().map(|t| t.sequence_tokens().clone()).unwrap_or_else(default_sequence_tokens);
+        let tokens = self
+            .tokenizer
+            .as_ref()
+            .map(|t| t.sequence_tokens().clone())
+            .unwrap_or_else(default_sequence_tokens);
         let masker = Masker::new(self.masking.clone(), &self.alphas, tokens)?;
-        Ok(BatchBuilder { masker, tokenizer: self.tokenizer.clone() })
+        Ok(BatchBuilder {
+            masker,
+            tokenizer: self.tokenizer.clone(),
+        })
     }
 }
 
 /// ml-4m's special ids (`[PAD]=0 [EOS]=3 [S_k]=4+k`), for datasets without text.
 fn default_sequence_tokens() -> SequenceTokens {
-    SequenceTokens { pad: 0, eos: 3, sentinels: (4..204).collect() }
+    SequenceTokens {
+        pad: 0,
+        eos: 3,
+        sentinels: (4..204).collect(),
+    }
 }
 
 async fn fetch(url: &str) -> Result<Vec<u8>, WorkerError> {
-    let (dir, file) = url.rsplit_once('/').ok_or_else(|| WorkerError::setup(format!("`{url}` is not a file URL")))?;
+    let (dir, file) = url
+        .rsplit_once('/')
+        .ok_or_else(|| WorkerError::setup(format!("`{url}` is not a file URL")))?;
     let store = DatasetStore::open(dir, StoreConfig::default())?;
     Ok(store.get(&store.root().clone().join(file)).await?.to_vec())
 }

@@ -72,13 +72,28 @@ impl TrainState {
         collective: &mut dyn Collective,
         request_checkpoint: bool,
     ) -> Result<StepResult, StepError> {
-        let targets: Vec<String> = self.model.modalities().targets().map(|s| s.name.clone()).collect();
-        let vocab: Vec<usize> = self.model.modalities().targets().map(|s| s.vocab_size).collect();
+        let targets: Vec<String> = self
+            .model
+            .modalities()
+            .targets()
+            .map(|s| s.name.clone())
+            .collect();
+        let vocab: Vec<usize> = self
+            .model
+            .modalities()
+            .targets()
+            .map(|s| s.vocab_size)
+            .collect();
         // 1. The global target counts, so that every rank normalises by the whole batch.
         let local = self.model.target_counts(batch, options)?;
         let mut counts: Vec<f32> = targets
             .iter()
-            .map(|m| local.iter().find(|c| &c.modality == m).map_or(0.0, |c| c.tokens as f32))
+            .map(|m| {
+                local
+                    .iter()
+                    .find(|c| &c.modality == m)
+                    .map_or(0.0, |c| c.tokens as f32)
+            })
             .collect();
         collective.all_reduce_sum(&mut counts)?;
         let present: Vec<&TargetCount> = local.iter().collect();
@@ -87,30 +102,56 @@ impl TrainState {
             .zip(&vocab)
             .zip(&counts)
             .filter(|((m, _), _)| present.iter().any(|c| &c.modality == *m))
-            .map(|((m, &v), &n)| TargetCount { modality: m.clone(), tokens: n.round() as usize, vocab: v })
+            .map(|((m, &v), &n)| TargetCount {
+                modality: m.clone(),
+                tokens: n.round() as usize,
+                vocab: v,
+            })
             .collect();
-        let options = StepOptions { global_counts: Some(global), ..options.clone() };
+        let options = StepOptions {
+            global_counts: Some(global),
+            ..options.clone()
+        };
 
         // 2. Local gradient.
-        let out = self.model.gradients(&self.layout, batch, &options, self.micro_batches)?;
+        let out = self
+            .model
+            .gradients(&self.layout, batch, &options, self.micro_batches)?;
 
         // 3. One all-reduce: gradient, loss, control word.
         let n = self.layout.len();
         let device = out.grads.device();
-        let mut flat = out.grads.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| ModelError::Batch {
-            modality: "*".into(),
-            reason: format!("reading the gradient: {e:?}"),
-        })?;
+        let mut flat = out
+            .grads
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| ModelError::Batch {
+                modality: "*".into(),
+                reason: format!("reading the gradient: {e:?}"),
+            })?;
         flat.push(out.loss as f32);
-        flat.push(if request_checkpoint && collective.rank() == 0 { 1.0 } else { 0.0 });
+        flat.push(if request_checkpoint && collective.rank() == 0 {
+            1.0
+        } else {
+            0.0
+        });
         collective.all_reduce_sum(&mut flat)?;
         let checkpoint_requested = flat.pop().unwrap_or(0.0) > 0.5;
         let loss = f64::from(flat.pop().unwrap_or(f32::NAN));
 
         // 4. Clipping, 5. AdamW.
-        let grad_norm = flat.iter().map(|g| f64::from(*g) * f64::from(*g)).sum::<f64>().sqrt();
+        let grad_norm = flat
+            .iter()
+            .map(|g| f64::from(*g) * f64::from(*g))
+            .sum::<f64>()
+            .sqrt();
         if !loss.is_finite() || !grad_norm.is_finite() {
-            return Err(StepError::NotFinite { step: self.step, loss, grad_norm });
+            return Err(StepError::NotFinite {
+                step: self.step,
+                loss,
+                grad_norm,
+            });
         }
         if self.clip_grad > 0.0 {
             let coef = self.clip_grad / (grad_norm + 1e-6);
@@ -120,11 +161,19 @@ impl TrainState {
         }
         let grads = host_tensor(flat, n, &device);
         let lr = self.schedule.lr(self.step);
-        let params = self.adamw.step(self.layout.flatten_params(&self.model), grads, lr);
+        let params = self
+            .adamw
+            .step(self.layout.flatten_params(&self.model), grads, lr);
         // A clone shares the parameter tensors; the old ones are dropped with it.
         self.model = self.layout.unflatten_into(self.model.clone(), params);
         self.step += 1;
-        Ok(StepResult { loss, modality_loss: out.modality_losses, grad_norm, lr, checkpoint_requested })
+        Ok(StepResult {
+            loss,
+            modality_loss: out.modality_losses,
+            grad_norm,
+            lr,
+            checkpoint_requested,
+        })
     }
 }
 

@@ -56,7 +56,8 @@ pub struct Args {
 }
 
 /// The configuration used when no file is given: only what flags cannot default.
-const BARE: &str = "[job]\nid = \"fourm\"\ndataset = \"\"\ncheckpoint_root = \"\"\ntotal_steps = 0\n";
+const BARE: &str =
+    "[job]\nid = \"fourm\"\ndataset = \"\"\ncheckpoint_root = \"\"\ntotal_steps = 0\n";
 
 impl Args {
     /// File, then environment, then flags; validated.

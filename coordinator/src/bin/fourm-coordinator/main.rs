@@ -17,14 +17,29 @@ async fn main() -> anyhow::Result<()> {
         println!("configuration is valid");
         return Ok(());
     }
-    let token = load_token(config.server.token_file.as_deref(), std::env::var("FOURM_JOB_TOKEN").ok())?;
-    let dataset = DatasetStore::open(&config.job.dataset, StoreConfig::default()).context("dataset store")?;
-    let index = read_index(&dataset).await.context("reading the dataset index")?;
+    let token = load_token(
+        config.server.token_file.as_deref(),
+        std::env::var("FOURM_JOB_TOKEN").ok(),
+    )?;
+    let dataset =
+        DatasetStore::open(&config.job.dataset, StoreConfig::default()).context("dataset store")?;
+    let index = read_index(&dataset)
+        .await
+        .context("reading the dataset index")?;
     let plan = index.plan(config.job.seed).context("epoch plan")?;
-    let ckpt = DatasetStore::create(&config.job.checkpoint_root, StoreConfig::default()).context("checkpoint store")?;
-    let storage = Storage { store: ckpt.inner().clone(), root: ckpt.root().clone(), url: config.job.checkpoint_root.clone() };
-    let grpc = tokio::net::TcpListener::bind(config.server.listen).await.context("binding the gRPC address")?;
-    let http = tokio::net::TcpListener::bind(config.server.metrics_listen).await.context("binding the metrics address")?;
+    let ckpt = DatasetStore::create(&config.job.checkpoint_root, StoreConfig::default())
+        .context("checkpoint store")?;
+    let storage = Storage {
+        store: ckpt.inner().clone(),
+        root: ckpt.root().clone(),
+        url: config.job.checkpoint_root.clone(),
+    };
+    let grpc = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .context("binding the gRPC address")?;
+    let http = tokio::net::TcpListener::bind(config.server.metrics_listen)
+        .await
+        .context("binding the metrics address")?;
     run(config, token, plan, storage, grpc, http, shutdown_signal()).await?;
     Ok(())
 }
@@ -33,7 +48,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -45,7 +61,14 @@ async fn shutdown_signal() {
 }
 
 fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if json { builder.json().init() } else { builder.init() }
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init()
+    } else {
+        builder.init()
+    }
 }

@@ -64,7 +64,9 @@ impl Args {
             c.worker.collective_listen = v;
         }
         if self.collective_advertise.is_some() {
-            c.worker.collective_advertise.clone_from(&self.collective_advertise);
+            c.worker
+                .collective_advertise
+                .clone_from(&self.collective_advertise);
         }
         if self.audit_samples.is_some() {
             c.metrics.audit_samples.clone_from(&self.audit_samples);

@@ -23,8 +23,11 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let token = match &config.coordinator.token_file {
-        Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
-        None => std::env::var("FOURM_JOB_TOKEN").context("no job token: set coordinator.token_file or FOURM_JOB_TOKEN")?,
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+        }
+        None => std::env::var("FOURM_JOB_TOKEN")
+            .context("no job token: set coordinator.token_file or FOURM_JOB_TOKEN")?,
     };
     let (control, join) = Control::new();
     let control = Arc::new(control);
@@ -40,7 +43,14 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if json { builder.json().init() } else { builder.init() }
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init()
+    } else {
+        builder.init()
+    }
 }
