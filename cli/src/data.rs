@@ -65,6 +65,15 @@ pub struct SynthArgs {
     pub max_objects: usize,
 }
 
+impl SynthArgs {
+    /// The command's defaults, writing to `out`.
+    pub fn defaults(out: String) -> Self {
+        let command = <Self as clap::Args>::augment_args(clap::Command::new("synth"));
+        let matches = command.get_matches_from(["synth", "--out", out.as_str()]);
+        <Self as clap::FromArgMatches>::from_arg_matches(&matches).expect("the defaults parse")
+    }
+}
+
 /// `fourm data train-tokenizer`.
 #[derive(Debug, Args)]
 pub struct TrainTokenizerArgs {
@@ -239,7 +248,7 @@ async fn run_inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn run_synth(args: SynthArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run_synth(args: SynthArgs) -> anyhow::Result<ExitCode> {
     let mut config = SynthConfig {
         samples: args.samples,
         shard_samples: args.shard_samples,

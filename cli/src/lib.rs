@@ -1,7 +1,9 @@
 //! fourm's command line: the user's entry point. Each top-level command lives in its own module
-//! (`data` today; launch, generate and checkpoint tools later) and returns an exit code.
+//! and returns an exit code. `fourm coordinator` and `fourm worker` are the same programs as
+//! `fourm-coordinator` and `fourm-worker`, so that one binary can run a whole local job.
 
 pub mod data;
+pub mod launch;
 
 use std::process::ExitCode;
 
@@ -22,16 +24,49 @@ pub struct Cli {
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Train on this machine: a coordinator and N workers as child processes, a synthetic dataset
+    /// written on first use, checkpoints and a loss curve in the job folder.
+    Launch(launch::LaunchArgs),
     /// Dataset tools: build the index, inspect shards.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Run a coordinator (the same as `fourm-coordinator`).
+    #[command(hide = true)]
+    Coordinator(fourm_coordinator::cli::Args),
+    /// Run a worker (the same as `fourm-worker`).
+    #[command(hide = true)]
+    Worker(fourm_worker::cli::Args),
 }
 
-/// Runs a parsed command line.
+/// Runs a parsed command line (and sets up its logging).
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Data(cmd) => data::run(cmd),
+        Command::Launch(args) => {
+            init_logging(cli.log_json);
+            launch::run(args)
+        }
+        Command::Data(cmd) => {
+            init_logging(cli.log_json);
+            data::run(cmd)
+        }
+        Command::Coordinator(args) => {
+            fourm_coordinator::cli::init_logging(cli.log_json || args.log_json);
+            runtime()?.block_on(fourm_coordinator::cli::main(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Worker(args) => {
+            fourm_worker::cli::init_logging(cli.log_json || args.log_json);
+            runtime()?.block_on(fourm_worker::cli::main(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("starting the async runtime: {e}"))
 }
 
 /// Logs to stderr; `RUST_LOG` overrides the default level (errors only).

@@ -6,6 +6,7 @@
 //! it. This crate never links burn or CUDA.
 
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod durable;
 mod error;

@@ -260,6 +260,11 @@ pub struct MetricsSection {
     pub peak_flops: f64,
     /// Append the sample keys of every committed step to this file (tests, audits).
     pub audit_samples: Option<PathBuf>,
+    /// Append one JSON line per step of this rank to this file (loss curves, tests).
+    pub metrics_file: Option<PathBuf>,
+    /// Add the SHA-256 of this rank's parameters to every line of `metrics_file` (replicas must
+    /// agree bit for bit).
+    pub param_digest: bool,
 }
 
 impl Default for MetricsSection {
@@ -268,6 +273,8 @@ impl Default for MetricsSection {
             log_every: 10,
             peak_flops: 0.0,
             audit_samples: None,
+            metrics_file: None,
+            param_digest: false,
         }
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod checkpoint;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod control;

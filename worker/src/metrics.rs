@@ -15,7 +15,7 @@ pub struct StepReport {
     pub step: u64,
     /// Total loss of the global batch.
     pub loss: f64,
-    /// Per-modality mean loss of this rank's batch.
+    /// Per-modality loss of the global batch.
     pub modality_loss: BTreeMap<String, f64>,
     /// Global gradient norm before clipping.
     pub grad_norm: f64,
@@ -83,6 +83,79 @@ impl StepReport {
             "train step"
         );
     }
+}
+
+/// One line of the per-step metrics file (`metrics.metrics_file`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MetricsLine {
+    /// Generation the step ran in.
+    pub generation: u64,
+    /// Rank of the writer.
+    pub rank: u32,
+    /// Ranks of the generation.
+    pub world: u32,
+    /// Step number (after the update).
+    pub step: u64,
+    /// Total loss of the global batch.
+    pub loss: f64,
+    /// Per-modality loss of the global batch.
+    pub modality_loss: BTreeMap<String, f64>,
+    /// Gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Tokens per second on this rank.
+    pub tokens_per_s: f64,
+    /// Fraction of the step spent waiting for data.
+    pub data_wait: f64,
+    /// Milliseconds since the Unix epoch when the step ended.
+    pub unix_ms: u64,
+    /// SHA-256 of this rank's parameters after the step (`metrics.param_digest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params_sha256: Option<String>,
+}
+
+impl MetricsLine {
+    /// The line of `report`.
+    pub fn new(generation: u64, rank: u32, world: u32, report: &StepReport) -> Self {
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Self {
+            generation,
+            rank,
+            world,
+            step: report.step,
+            loss: report.loss,
+            modality_loss: report.modality_loss.clone(),
+            grad_norm: report.grad_norm,
+            lr: report.lr,
+            tokens_per_s: report.tokens_per_s(),
+            data_wait: report.data_wait_ratio(),
+            unix_ms,
+            params_sha256: None,
+        }
+    }
+
+    /// Appends the line to `path` (created if missing).
+    pub fn append(&self, path: &std::path::Path) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        let line = serde_json::to_string(self).map_err(std::io::Error::other)?;
+        writeln!(file, "{line}")
+    }
+}
+
+/// Reads a metrics file; a torn last line (a killed writer) is skipped.
+pub fn read_metrics(path: &std::path::Path) -> std::io::Result<Vec<MetricsLine>> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
 }
 
 /// FLOPs of one step of `batch` samples.

@@ -129,6 +129,10 @@ pub async fn run(
                 }
                 break Ok(());
             }
+            Ok(Ok(GenerationEnd::Aborted(_))) if control.is_shut_down() => {
+                tracing::info!("the job is over; leaving");
+                break Ok(());
+            }
             Ok(Ok(GenerationEnd::Aborted(reason))) => {
                 tracing::warn!(generation = g, reason = %reason, "generation aborted; rejoining")
             }

@@ -20,7 +20,7 @@ use crate::client::Client;
 use crate::config::WorkerConfig;
 use crate::control::Control;
 use crate::error::WorkerError;
-use crate::metrics::{StepReport, step_flops};
+use crate::metrics::{MetricsLine, StepReport, step_flops};
 use crate::pipeline::Prefetcher;
 use crate::reporter::{Report, Reporter};
 use crate::setup::DataSetup;
@@ -257,6 +257,14 @@ impl Worker {
             }));
             if rank == 0 && (step % cfg.metrics.log_every == 0 || step == total) {
                 report.log(cfg.metrics.peak_flops);
+            }
+            if let Some(path) = &cfg.metrics.metrics_file {
+                let mut line = MetricsLine::new(g, rank, world, &report);
+                if cfg.metrics.param_digest {
+                    line.params_sha256 = Some(state.param_digest()?);
+                }
+                line.append(path)
+                    .map_err(|e| WorkerError::io(format!("writing {}", path.display()), e))?;
             }
             if let Some(audit) = &self.audit {
                 let record = AuditRecord {

@@ -35,7 +35,7 @@ pub enum StepError {
 pub struct StepResult {
     /// Loss of the global batch.
     pub loss: f64,
-    /// Per-modality mean loss of this rank's batch.
+    /// Per-modality mean loss of the global batch (modalities with targets in it).
     pub modality_loss: Vec<(String, f64)>,
     /// Global gradient norm before clipping.
     pub grad_norm: f64,
@@ -131,6 +131,15 @@ impl TrainState {
                 reason: format!("reading the gradient: {e:?}"),
             })?;
         flat.push(out.loss as f32);
+        // Each rank's modality losses are its share of the global mean: their sum is the mean.
+        for m in &targets {
+            let part = out
+                .modality_losses
+                .iter()
+                .find(|(name, _)| name == m)
+                .map_or(0.0, |(_, l)| *l);
+            flat.push(part as f32);
+        }
         flat.push(if request_checkpoint && collective.rank() == 0 {
             1.0
         } else {
@@ -138,7 +147,15 @@ impl TrainState {
         });
         collective.all_reduce_sum(&mut flat)?;
         let checkpoint_requested = flat.pop().unwrap_or(0.0) > 0.5;
+        let parts = flat.split_off(n + 1);
         let loss = f64::from(flat.pop().unwrap_or(f32::NAN));
+        let modality_loss: Vec<(String, f64)> = targets
+            .iter()
+            .zip(&parts)
+            .zip(&counts)
+            .filter(|(_, n)| **n > 0.0)
+            .map(|((m, l), _)| (m.clone(), f64::from(*l)))
+            .collect();
 
         // 4. Clipping, 5. AdamW.
         let grad_norm = flat
@@ -169,11 +186,29 @@ impl TrainState {
         self.step += 1;
         Ok(StepResult {
             loss,
-            modality_loss: out.modality_losses,
+            modality_loss,
             grad_norm,
             lr,
             checkpoint_requested,
         })
+    }
+}
+
+impl TrainState {
+    /// SHA-256 (hex) of the parameters, flattened in module-visit order as little-endian `f32`.
+    pub fn param_digest(&self) -> Result<String, ModelError> {
+        let values = self
+            .layout
+            .flatten_params(&self.model)
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| ModelError::Batch {
+                modality: "*".into(),
+                reason: format!("reading the parameters: {e:?}"),
+            })?;
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Ok(crate::checkpoint::sha256_hex(&bytes))
     }
 }
 

@@ -1,11 +1,16 @@
-//! Command-line flags of `fourm-worker`; each overrides the configuration file and the `FOURM_*`
-//! environment.
+//! The worker's command line, shared by the `fourm-worker` binary and `fourm worker`: flags (each
+//! overrides the configuration file and the `FOURM_*` environment), and training until the job
+//! ends.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Parser;
-use fourm_worker::config::{ConfigError, WorkerConfig};
+use anyhow::Context;
+
+use crate::config::{ConfigError, WorkerConfig};
+use crate::control::Control;
 
 /// A fourm training worker: one per GPU (or CPU host).
 #[derive(Debug, Parser)]
@@ -73,5 +78,67 @@ impl Args {
         }
         c.validate()?;
         Ok(c)
+    }
+}
+
+/// Trains until the job ends or SIGINT/SIGTERM (logging must be set up).
+pub async fn main(args: Args) -> anyhow::Result<()> {
+    let config = args.config().context("configuration")?;
+    if args.check_config {
+        println!("configuration is valid");
+        return Ok(());
+    }
+    let token = match &config.coordinator.token_file {
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+        }
+        None => std::env::var("FOURM_JOB_TOKEN")
+            .context("no job token: set coordinator.token_file or FOURM_JOB_TOKEN")?,
+    };
+    let (control, join) = Control::new();
+    let control = Arc::new(control);
+    let on_signal = control.clone();
+    tokio::spawn(async move {
+        interrupted().await;
+        tracing::info!("interrupted: leaving the job");
+        on_signal.shut_down();
+    });
+    crate::run(config, token.trim().to_string(), control, join).await?;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM (what Kubernetes and `fourm launch` send).
+async fn interrupted() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Logs to stderr (`RUST_LOG` overrides the default level, info).
+pub fn init_logging(json: bool) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init()
+    } else {
+        builder.init()
     }
 }

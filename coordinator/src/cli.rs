@@ -1,11 +1,17 @@
-//! Command-line flags of `fourm-coordinator`; each overrides the configuration file and the
-//! `FOURM_*` environment.
+//! The coordinator's command line, shared by the `fourm-coordinator` binary and `fourm
+//! coordinator`: flags (each overrides the configuration file and the `FOURM_*` environment), and
+//! serving until SIGINT/SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
-use fourm_coordinator::config::{ConfigError, CoordinatorConfig};
+use anyhow::Context;
+use fourm_data::{DatasetStore, StoreConfig, read_index};
+
+use crate::auth::load_token;
+use crate::config::{ConfigError, CoordinatorConfig};
+use crate::server::{Storage, run};
 
 /// The coordinator of a fourm training job: membership, ranks, data leases, checkpoint commits.
 #[derive(Debug, Parser)]
@@ -89,5 +95,69 @@ impl Args {
 fn set<T>(slot: &mut T, value: Option<T>) {
     if let Some(v) = value {
         *slot = v;
+    }
+}
+
+/// Serves the job described by `args` until SIGINT/SIGTERM (logging must be set up).
+pub async fn main(args: Args) -> anyhow::Result<()> {
+    let config = args.config().context("configuration")?;
+    if args.check_config {
+        println!("configuration is valid");
+        return Ok(());
+    }
+    let token = load_token(
+        config.server.token_file.as_deref(),
+        std::env::var("FOURM_JOB_TOKEN").ok(),
+    )?;
+    let dataset =
+        DatasetStore::open(&config.job.dataset, StoreConfig::default()).context("dataset store")?;
+    let index = read_index(&dataset)
+        .await
+        .context("reading the dataset index")?;
+    let plan = index.plan(config.job.seed).context("epoch plan")?;
+    let ckpt = DatasetStore::create(&config.job.checkpoint_root, StoreConfig::default())
+        .context("checkpoint store")?;
+    let storage = Storage {
+        store: ckpt.inner().clone(),
+        root: ckpt.root().clone(),
+        url: config.job.checkpoint_root.clone(),
+    };
+    let grpc = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .context("binding the gRPC address")?;
+    let http = tokio::net::TcpListener::bind(config.server.metrics_listen)
+        .await
+        .context("binding the metrics address")?;
+    run(config, token, plan, storage, grpc, http, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+}
+
+/// Logs to stderr (`RUST_LOG` overrides the default level, info).
+pub fn init_logging(json: bool) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init()
+    } else {
+        builder.init()
     }
 }

@@ -1,0 +1,250 @@
+//! `fourm launch`: a whole training job on this machine with embedded defaults: a synthetic
+//! dataset written on first use, a coordinator and N workers as child processes (Flex CPU
+//! backend, local folder as object store), a progress bar, Ctrl-C that stops the job cleanly (run
+//! the same command again to resume from the last checkpoint), checkpoints, and a loss curve.
+
+pub mod cluster;
+pub mod config;
+pub mod plot;
+pub mod progress;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use self::cluster::{ClusterSpec, LocalCluster};
+use self::config::LaunchConfig;
+
+/// `fourm launch`.
+#[derive(Debug, Args)]
+pub struct LaunchArgs {
+    /// Worker processes (overrides `launch.workers`).
+    #[arg(long)]
+    pub workers: Option<u32>,
+    /// Steps of the job (overrides `launch.steps`).
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Settings merged over the embedded defaults ([launch], [synthetic], [model], [data],
+    /// [train]; see `fourm launch --print-defaults`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Job folder: dataset, checkpoints, logs, metrics and the loss curve. An existing job there
+    /// is resumed from its last checkpoint.
+    #[arg(long, default_value = "fourm-run")]
+    pub out: PathBuf,
+    /// Delete the job folder's checkpoints, logs and metrics first (the dataset is kept).
+    #[arg(long)]
+    pub fresh: bool,
+    /// Print the embedded default settings and exit.
+    #[arg(long)]
+    pub print_defaults: bool,
+}
+
+/// Runs `fourm launch`.
+pub fn run(args: LaunchArgs) -> anyhow::Result<ExitCode> {
+    if args.print_defaults {
+        print!("{}", config::DEFAULTS);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut config = LaunchConfig::load(args.config.as_deref())?;
+    if let Some(w) = args.workers {
+        config.launch.workers = w;
+    }
+    if let Some(s) = args.steps {
+        config.launch.steps = s;
+    }
+    let out = args.out;
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    if args.fresh {
+        for sub in ["checkpoints", "logs", "metrics", "audit", "config"] {
+            let d = out.join(sub);
+            if d.exists() {
+                std::fs::remove_dir_all(&d).with_context(|| format!("removing {}", d.display()))?;
+            }
+        }
+    }
+    let dataset = match config.dataset() {
+        Some(url) => url,
+        None => synthetic_dataset(&out, &config)?,
+    };
+    let exe = std::env::current_exe().context("locating the fourm executable")?;
+    let resuming = out.join("checkpoints").join("job.json").exists();
+    let mut spec = ClusterSpec::new(exe, out.clone(), dataset, config);
+    spec.min_workers = spec.workers;
+    let steps = spec.config.launch.steps;
+    eprintln!(
+        "fourm launch: {} workers, {steps} steps, model `{}`, job folder {}{}",
+        spec.workers,
+        spec.config.preset(),
+        out.display(),
+        if resuming {
+            " (resuming from its last checkpoint)"
+        } else {
+            ""
+        }
+    );
+
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, interrupted.clone())
+            .context("installing the Ctrl-C handler")?;
+    }
+    let started = Instant::now();
+    let mut cluster = LocalCluster::start(spec)?;
+    let outcome = supervise(&mut cluster, &interrupted, steps);
+    let spec = cluster.spec().clone();
+    match outcome {
+        Ok(Supervised::Finished) => {
+            cluster.stop(Duration::from_secs(10));
+            summarize(&spec, started.elapsed())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(Supervised::Interrupted) => {
+            eprintln!("interrupted: stopping the workers, then the coordinator");
+            cluster.stop(Duration::from_secs(20));
+            eprintln!(
+                "stopped; run the same command again to resume from the last checkpoint in {}",
+                spec.checkpoint_dir().display()
+            );
+            Ok(ExitCode::from(130))
+        }
+        Err(e) => {
+            cluster.stop(Duration::from_secs(5));
+            Err(e)
+        }
+    }
+}
+
+enum Supervised {
+    Finished,
+    Interrupted,
+}
+
+/// Shows progress until every worker has exited, a process fails, or the user interrupts.
+fn supervise(
+    cluster: &mut LocalCluster,
+    interrupted: &AtomicBool,
+    steps: u64,
+) -> anyhow::Result<Supervised> {
+    let bar = ProgressBar::with_draw_target(Some(steps), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30.cyan/blue} step {pos}/{len} · {msg} · elapsed {elapsed} · ETA {eta}",
+        )
+        .context("progress bar template")?,
+    );
+    bar.set_message("starting");
+    let quiet = bar.is_hidden();
+    let mut last_printed = 0;
+    loop {
+        if interrupted.load(Ordering::SeqCst) {
+            bar.abandon();
+            return Ok(Supervised::Interrupted);
+        }
+        for exit in cluster.poll() {
+            if exit.name == "coordinator" || !exit.status.success() {
+                bar.abandon();
+                bail!(
+                    "{} exited ({}); the end of its log ({}):\n{}",
+                    exit.name,
+                    exit.status,
+                    cluster.spec().log_file(&exit.name).display(),
+                    cluster.log_tail(&exit.name, 15)
+                );
+            }
+        }
+        let lines = progress::read_all(cluster.spec());
+        if let Some(p) = progress::progress(&lines) {
+            bar.set_position(p.step);
+            bar.set_message(format!(
+                "loss {:.4} · {:.0} tokens/s · {} ranks",
+                p.loss, p.tokens_per_s, p.world
+            ));
+            if quiet
+                && p.step > last_printed
+                && (p.step >= last_printed + steps.div_ceil(10) || p.step == steps)
+            {
+                last_printed = p.step;
+                eprintln!(
+                    "step {}/{steps} loss {:.4} {:.0} tokens/s",
+                    p.step, p.loss, p.tokens_per_s
+                );
+            }
+        }
+        if cluster.running_workers() == 0 {
+            bar.finish();
+            return Ok(Supervised::Finished);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Prints the outcome and draws the loss curve.
+fn summarize(spec: &ClusterSpec, elapsed: Duration) -> anyhow::Result<()> {
+    let lines = progress::read_all(spec);
+    let curve = progress::loss_curve(&lines);
+    let (Some(first), Some(last)) = (curve.first(), curve.last()) else {
+        bail!("the workers exited without training a step; see {}", spec.dir.join("logs").display());
+    };
+    let picture = spec.dir.join("loss.svg");
+    plot::draw_loss_curve(
+        &picture,
+        &format!("fourm launch: {} workers", spec.workers),
+        &curve,
+    )?;
+    let head: f64 = mean_loss(&curve[..curve.len().min(10)]);
+    let tail: f64 = mean_loss(&curve[curve.len().saturating_sub(10)..]);
+    println!(
+        "trained steps {}..={} in {:.1} s: loss {head:.4} (first 10 steps) -> {tail:.4} (last 10)",
+        first.0,
+        last.0,
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "throughput {:.0} tokens/s (all ranks, after warm-up)",
+        progress::mean_tokens_per_s(&lines, 5)
+    );
+    println!("checkpoints  {}", spec.checkpoint_dir().display());
+    println!("loss curve   {}", picture.display());
+    println!("logs         {}", spec.dir.join("logs").display());
+    Ok(())
+}
+
+fn mean_loss(points: &[(u64, f64)]) -> f64 {
+    points.iter().map(|p| p.1).sum::<f64>() / points.len().max(1) as f64
+}
+
+/// `<out>/data`, written on first use.
+fn synthetic_dataset(out: &Path, config: &LaunchConfig) -> anyhow::Result<String> {
+    let dir = out.join("data");
+    let url = dir
+        .to_str()
+        .with_context(|| format!("{} is not valid UTF-8", dir.display()))?
+        .to_string();
+    if dir.join("index.json").exists() {
+        return Ok(url);
+    }
+    let s = &config.synthetic;
+    eprintln!(
+        "writing a synthetic dataset of {} samples to {} (first run only)",
+        s.samples,
+        dir.display()
+    );
+    let args = crate::data::SynthArgs {
+        out: url.clone(),
+        samples: s.samples,
+        shard_samples: s.shard_samples,
+        resolution: s.resolution,
+        seed: s.seed,
+        ..crate::data::SynthArgs::defaults(url.clone())
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(crate::data::run_synth(args))?;
+    Ok(url)
+}
