@@ -38,6 +38,18 @@ pub enum Command {
     Worker(fourm_worker::cli::Args),
 }
 
+/// The `fourm` program: parses the command line, runs it, prints an error.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Runs a parsed command line (and sets up its logging).
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {

@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Parser;
 use anyhow::Context;
+use clap::Parser;
 use fourm_data::{DatasetStore, StoreConfig, read_index};
 
 use crate::auth::load_token;

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use clap::Parser;
 use anyhow::Context;
+use clap::Parser;
 
 use crate::config::{ConfigError, WorkerConfig};
 use crate::control::Control;

@@ -21,6 +21,7 @@ pub struct Control {
     reason: Mutex<String>,
     checkpoint: AtomicBool,
     shutdown: AtomicBool,
+    finished: AtomicBool,
     join_tx: watch::Sender<u64>,
 }
 
@@ -37,6 +38,7 @@ impl Control {
             reason: Mutex::new(String::new()),
             checkpoint: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
             join_tx,
         };
         (c, join_rx)
@@ -103,6 +105,17 @@ impl Control {
         self.shutdown.store(true, Ordering::SeqCst);
         self.abort("the job is shutting down");
         self.join_tx.send_replace(u64::MAX);
+    }
+
+    /// The coordinator says the job is finished: its last step is committed.
+    pub fn finish(&self) {
+        self.finished.store(true, Ordering::SeqCst);
+        self.shut_down();
+    }
+
+    /// Whether the coordinator said the job is finished (not merely that this worker must stop).
+    pub fn is_finished(&self) -> bool {
+        self.finished.load(Ordering::SeqCst)
     }
 
     /// Whether the job is over.

@@ -56,7 +56,7 @@ pub async fn heartbeat_loop(
             pb::Instruction::Checkpoint => control.request_checkpoint(),
             pb::Instruction::ShutDown => {
                 tracing::info!("coordinator says the job is finished");
-                control.shut_down();
+                control.finish();
             }
             pb::Instruction::Register => {
                 tracing::info!(

@@ -7,7 +7,7 @@ use burn::tensor::Device;
 use fourm_proto::v1 as pb;
 
 use crate::audit::Audit;
-use crate::client::Client;
+use crate::client::{Client, ClientError};
 use crate::config::{DeviceKind, WorkerConfig};
 use crate::control::Control;
 use crate::error::WorkerError;
@@ -136,6 +136,11 @@ pub async fn run(
             Ok(Ok(GenerationEnd::Aborted(reason))) => {
                 tracing::warn!(generation = g, reason = %reason, "generation aborted; rejoining")
             }
+            Ok(Err(WorkerError::Client(e))) if stale_generation(&e) => {
+                // The coordinator restarted or moved on: its generation is gone. The heartbeat
+                // registers again and the next generation is joined.
+                tracing::warn!(generation = g, error = %e, "generation refused; rejoining")
+            }
             Ok(Err(e)) => break Err(e),
             Err(panic) => {
                 break Err(WorkerError::setup(format!(
@@ -157,6 +162,17 @@ pub async fn run(
         .await;
     heartbeats.abort();
     outcome
+}
+
+/// Whether the coordinator refused a call because this worker's generation (or registration) is
+/// no longer current, rather than because the request was wrong.
+fn stale_generation(e: &ClientError) -> bool {
+    e.status().is_some_and(|s| {
+        matches!(
+            s.code(),
+            tonic::Code::NotFound | tonic::Code::FailedPrecondition | tonic::Code::Aborted
+        )
+    })
 }
 
 fn device(config: &WorkerConfig) -> Result<Device, WorkerError> {

@@ -286,8 +286,13 @@ impl Worker {
         }
         // The last step's checkpoint must be committed before the job is done.
         loop {
+            if self.control.is_finished() {
+                // The coordinator finishes a job only once its last step is committed.
+                self.reporter.set_committed(total);
+            }
+            let done = self.reporter.committed() >= total;
             self.flush_audit()?;
-            if self.reporter.committed() >= total {
+            if done {
                 return Ok(GenerationEnd::Finished);
             }
             if let Some(reason) = self.control.aborted() {

@@ -322,21 +322,33 @@ fn write_coordinator_config(
         toml::Value::Table(table(vec![
             ("id", toml::Value::from("fourm-launch")),
             ("dataset", toml::Value::from(spec.dataset.clone())),
-            ("checkpoint_root", toml::Value::from(path_str(&checkpoints)?)),
+            (
+                "checkpoint_root",
+                toml::Value::from(path_str(&checkpoints)?),
+            ),
             ("seed", toml::Value::from(l.seed as i64)),
             ("total_steps", toml::Value::from(l.steps as i64)),
-            ("checkpoint_every", toml::Value::from(l.checkpoint_every as i64)),
+            (
+                "checkpoint_every",
+                toml::Value::from(l.checkpoint_every as i64),
+            ),
             ("keep_last", toml::Value::from(3)),
         ])),
     );
     doc.insert(
         "membership".into(),
         toml::Value::Table(table(vec![
-            ("min_workers", toml::Value::from(i64::from(spec.min_workers))),
+            (
+                "min_workers",
+                toml::Value::from(i64::from(spec.min_workers)),
+            ),
             ("max_workers", toml::Value::from(i64::from(spec.workers))),
             ("join_timeout", toml::Value::from(secs(spec.join_timeout))),
             ("heartbeat_interval", toml::Value::from("250ms")),
-            ("heartbeat_timeout", toml::Value::from(secs(spec.heartbeat_timeout))),
+            (
+                "heartbeat_timeout",
+                toml::Value::from(secs(spec.heartbeat_timeout)),
+            ),
         ])),
     );
     let path = spec.dir.join("config").join("coordinator.toml");
@@ -351,10 +363,16 @@ fn write_worker_config(
     i: u32,
 ) -> anyhow::Result<()> {
     let mut metrics = table(vec![
-            ("log_every", toml::Value::from(spec.config.launch.log_every as i64)),
-            ("metrics_file", toml::Value::from(path_str(&spec.metrics_file(i))?)),
-            ("param_digest", toml::Value::from(spec.param_digest)),
-        ]);
+        (
+            "log_every",
+            toml::Value::from(spec.config.launch.log_every as i64),
+        ),
+        (
+            "metrics_file",
+            toml::Value::from(path_str(&spec.metrics_file(i))?),
+        ),
+        ("param_digest", toml::Value::from(spec.param_digest)),
+    ]);
     if spec.audit {
         metrics.insert(
             "audit_samples".into(),

@@ -190,7 +190,10 @@ fn summarize(spec: &ClusterSpec, elapsed: Duration) -> anyhow::Result<()> {
     let lines = progress::read_all(spec);
     let curve = progress::loss_curve(&lines);
     let (Some(first), Some(last)) = (curve.first(), curve.last()) else {
-        bail!("the workers exited without training a step; see {}", spec.dir.join("logs").display());
+        bail!(
+            "the workers exited without training a step; see {}",
+            spec.dir.join("logs").display()
+        );
     };
     let picture = spec.dir.join("loss.svg");
     plot::draw_loss_curve(

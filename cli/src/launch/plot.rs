@@ -36,7 +36,10 @@ pub fn draw_loss_curve(path: &Path, title: &str, curve: &[(u64, f64)]) -> anyhow
             .y_desc("loss")
             .draw()?;
         chart
-            .draw_series(LineSeries::new(finite.iter().copied(), RGBColor(160, 190, 230)))?
+            .draw_series(LineSeries::new(
+                finite.iter().copied(),
+                RGBColor(160, 190, 230),
+            ))?
             .label("loss")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RGBColor(160, 190, 230)));
         chart

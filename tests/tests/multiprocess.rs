@@ -1,0 +1,398 @@
+//! Multi-process tests: a real coordinator and real workers (`fourm coordinator`, `fourm worker`)
+//! as child processes on the CPU backend, the `debug` model, a small synthetic dataset, and hard
+//! timeouts. The tests run one at a time: they share this machine's cores.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use fourm::launch::cluster::{ClusterSpec, LocalCluster};
+use fourm::launch::config::LaunchConfig;
+use fourm::launch::progress::{loss_curve, read_all};
+use fourm_worker::audit::read_audit;
+use fourm_worker::metrics::MetricsLine;
+
+const EXE: &str = env!("CARGO_BIN_EXE_fourm-test-node");
+/// Samples of the test dataset: 8 shards of 32.
+const SAMPLES: usize = 256;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The synthetic dataset, written once per test run by the real `fourm data synth`.
+fn dataset() -> &'static str {
+    static DATA: OnceLock<(tempfile::TempDir, String)> = OnceLock::new();
+    &DATA
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let url = dir.path().join("data").to_str().unwrap().to_string();
+            let out = Command::new(EXE)
+                .args(["data", "synth", "--out", &url])
+                .args(["--samples", &SAMPLES.to_string(), "--shard-samples", "32"])
+                .args(["--resolution", "32", "--fit-samples", "64"])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "fourm data synth failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (dir, url)
+        })
+        .1
+}
+
+/// A job in a fresh folder: `workers` ranks, `steps` steps, a checkpoint every `every`, `batch`
+/// samples per rank per step.
+fn spec(dir: &Path, workers: u32, steps: u64, every: u64, batch: usize, mix: usize) -> ClusterSpec {
+    let text = format!(
+        "[launch]\nworkers = {workers}\nsteps = {steps}\ncheckpoint_every = {every}\nlog_every = 5\n\
+         [data]\ninput_tokens = 32\ntarget_tokens = 32\nshards_in_flight = 2\nmix = {mix}\n\
+         [train]\nbatch_size = {batch}\nmicro_batches = 1\nblr = 0.02\nwarmup_steps = 3\n"
+    );
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("launch.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = LaunchConfig::load(Some(&path)).unwrap();
+    let mut spec = ClusterSpec::new(
+        PathBuf::from(EXE),
+        dir.join("job"),
+        dataset().to_string(),
+        config,
+    );
+    spec.heartbeat_timeout = Duration::from_secs(3);
+    spec
+}
+
+/// Waits until every worker has exited successfully.
+fn finish(cluster: &mut LocalCluster, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while cluster.running_workers() > 0 {
+        for exit in cluster.poll() {
+            if exit.name != "coordinator" && !exit.status.success() {
+                bail!(
+                    "{} failed ({}):\n{}",
+                    exit.name,
+                    exit.status,
+                    cluster.log_tail(&exit.name, 30)
+                );
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the job did not finish in {timeout:?}; coordinator log:\n{}\nworker-0 log:\n{}",
+                cluster.log_tail("coordinator", 30),
+                cluster.log_tail("worker-0", 30)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cluster.stop(Duration::from_secs(5));
+    Ok(())
+}
+
+/// Waits for `cond`, failing with the coordinator's log after `timeout`.
+fn wait_for(
+    cluster: &mut LocalCluster,
+    timeout: Duration,
+    what: &str,
+    mut cond: impl FnMut(&ClusterSpec) -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !cond(cluster.spec()) {
+        if let Some(e) = cluster.poll().into_iter().find(|e| !e.status.success()) {
+            bail!("{} failed ({}) while waiting for {what}", e.name, e.status);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "timed out waiting for {what}; coordinator log:\n{}",
+                cluster.log_tail("coordinator", 30)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// Steps of the committed checkpoints (folders with a manifest).
+fn committed(spec: &ClusterSpec) -> Vec<u64> {
+    let Ok(dir) = std::fs::read_dir(spec.checkpoint_dir()) else {
+        return Vec::new();
+    };
+    let mut steps: Vec<u64> = dir
+        .flatten()
+        .filter(|e| e.path().join("MANIFEST.json").exists())
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("step-")?.parse().ok())
+        .collect();
+    steps.sort_unstable();
+    steps
+}
+
+fn latest_step(spec: &ClusterSpec) -> u64 {
+    read_all(spec).iter().map(|l| l.step).max().unwrap_or(0)
+}
+
+/// Every committed sample of every rank, with the number of times it was trained on.
+fn audited(spec: &ClusterSpec) -> anyhow::Result<BTreeMap<String, usize>> {
+    let mut seen = BTreeMap::new();
+    for i in 0..spec.workers {
+        let path = spec.audit_file(i);
+        if !path.exists() {
+            continue;
+        }
+        for record in read_audit(&path)? {
+            for s in record.samples {
+                *seen.entry(s).or_insert(0) += 1;
+            }
+        }
+    }
+    Ok(seen)
+}
+
+fn check_exactly_once(spec: &ClusterSpec) -> anyhow::Result<usize> {
+    let seen = audited(spec)?;
+    let twice: Vec<&String> = seen
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(k, _)| k)
+        .collect();
+    ensure!(
+        twice.is_empty(),
+        "samples trained on more than once: {twice:?}"
+    );
+    Ok(seen.len())
+}
+
+fn mean(xs: &[(u64, f64)]) -> f64 {
+    xs.iter().map(|x| x.1).sum::<f64>() / xs.len() as f64
+}
+
+#[test]
+fn two_workers_lower_the_loss_and_hold_identical_parameters() -> anyhow::Result<()> {
+    let _serial = serial();
+    let dir = tempfile::tempdir()?;
+    let mut spec = spec(dir.path(), 2, 30, 10, 4, 2);
+    spec.param_digest = true;
+    let mut cluster = LocalCluster::start(spec)?;
+    finish(&mut cluster, Duration::from_secs(240))?;
+    let spec = cluster.spec();
+
+    let curve = loss_curve(&read_all(spec));
+    ensure!(curve.len() == 30, "expected 30 steps, got {}", curve.len());
+    let (head, tail) = (mean(&curve[..5]), mean(&curve[25..]));
+    ensure!(
+        tail < head - 0.3,
+        "the loss did not fall: {head:.4} -> {tail:.4}"
+    );
+
+    let mut digests: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+    let lines: Vec<MetricsLine> = read_all(spec);
+    for l in &lines {
+        digests
+            .entry(l.step)
+            .or_default()
+            .insert(l.params_sha256.clone().context("no digest")?);
+    }
+    ensure!(
+        lines.len() == 60,
+        "expected 2 ranks x 30 lines, got {}",
+        lines.len()
+    );
+    for (step, d) in &digests {
+        ensure!(d.len() == 1, "replicas differ after step {step}: {d:?}");
+    }
+    ensure!(committed(spec) == vec![10, 20, 30]);
+    Ok(())
+}
+
+/// The parameters of the checkpoint at `step`.
+fn checkpoint_params(spec: &ClusterSpec, step: u64) -> anyhow::Result<BTreeMap<String, Vec<f32>>> {
+    let path = spec
+        .checkpoint_dir()
+        .join(format!("step-{step:09}"))
+        .join("model.safetensors");
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)?;
+    let mut out = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != safetensors::Dtype::F32 {
+            continue;
+        }
+        let values = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        out.insert(name, values);
+    }
+    Ok(out)
+}
+
+#[test]
+fn one_worker_with_twice_the_batch_equals_two_workers() -> anyhow::Result<()> {
+    let _serial = serial();
+    // Rank r of two reads queue entry r; one rank mixing two entries reads both, one sample of
+    // each in turn: the global batch of step 1 is the same samples either way.
+    let run = |workers: u32, batch: usize, mix: usize| -> anyhow::Result<_> {
+        let dir = tempfile::tempdir()?;
+        let mut s = spec(dir.path(), workers, 1, 1, batch, mix);
+        s.audit = true;
+        let mut cluster = LocalCluster::start(s)?;
+        finish(&mut cluster, Duration::from_secs(120))?;
+        let samples: BTreeSet<String> = audited(cluster.spec())?.into_keys().collect();
+        let params = checkpoint_params(cluster.spec(), 1)?;
+        let loss = loss_curve(&read_all(cluster.spec()))[0].1;
+        Ok((samples, params, loss))
+    };
+    let (one_samples, one, one_loss) = run(1, 8, 2)?;
+    let (two_samples, two, two_loss) = run(2, 4, 1)?;
+    ensure!(one_samples.len() == 8, "{one_samples:?}");
+    ensure!(
+        one_samples == two_samples,
+        "the global batches differ: {one_samples:?} vs {two_samples:?}"
+    );
+    ensure!(
+        (one_loss - two_loss).abs() < 1e-5,
+        "loss {one_loss} vs {two_loss}"
+    );
+    ensure!(one.keys().eq(two.keys()));
+    let mut worst = 0f32;
+    for (name, a) in &one {
+        let b = &two[name];
+        for (x, y) in a.iter().zip(b) {
+            let d = (x - y).abs() / (1.0 + x.abs());
+            worst = worst.max(d);
+        }
+    }
+    ensure!(worst < 1e-5, "parameters differ by {worst}");
+    Ok(())
+}
+
+#[test]
+fn every_sample_of_an_epoch_is_in_exactly_one_committed_step() -> anyhow::Result<()> {
+    let _serial = serial();
+    let dir = tempfile::tempdir()?;
+    // 2 ranks x 4 samples x 36 steps: one epoch of 256 samples and part of the next.
+    let mut spec = spec(dir.path(), 2, 36, 12, 4, 2);
+    spec.audit = true;
+    let mut cluster = LocalCluster::start(spec)?;
+    finish(&mut cluster, Duration::from_secs(240))?;
+    let spec = cluster.spec();
+    let n = check_exactly_once(spec)?;
+    ensure!(n == 36 * 8, "{n} samples audited, expected {}", 36 * 8);
+    let seen = audited(spec)?;
+    let epoch0 = seen.keys().filter(|k| k.starts_with("0/")).count();
+    ensure!(
+        epoch0 == SAMPLES,
+        "epoch 0 has {epoch0} of {SAMPLES} samples"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_killed_worker_is_recovered_from_the_last_checkpoint() -> anyhow::Result<()> {
+    let _serial = serial();
+    let dir = tempfile::tempdir()?;
+    let mut spec = spec(dir.path(), 3, 40, 5, 4, 2);
+    spec.audit = true;
+    spec.min_workers = 2;
+    spec.join_timeout = Duration::from_secs(2);
+    let mut cluster = LocalCluster::start(spec)?;
+    wait_for(&mut cluster, Duration::from_secs(120), "step 12", |s| {
+        latest_step(s) >= 12
+    })?;
+    let before = committed(cluster.spec()).last().copied().unwrap_or(0);
+    let killed_at = Instant::now();
+    cluster.kill_worker(2)?;
+    wait_for(
+        &mut cluster,
+        Duration::from_secs(120),
+        "a commit after the kill",
+        |s| committed(s).iter().any(|&c| c > before),
+    )?;
+    let recovery = killed_at.elapsed();
+    eprintln!(
+        "recovery after kill -9: {:.2} s from the kill to the first checkpoint committed after it",
+        recovery.as_secs_f64()
+    );
+    finish(&mut cluster, Duration::from_secs(240))?;
+    let spec = cluster.spec();
+    ensure!(committed(spec).last() == Some(&40));
+    let worlds: BTreeSet<u32> = read_all(spec).iter().map(|l| l.world).collect();
+    ensure!(worlds.contains(&2), "no generation of 2 ranks: {worlds:?}");
+    let n = check_exactly_once(spec)?;
+    ensure!(n > 0);
+    Ok(())
+}
+
+#[test]
+fn workers_survive_a_coordinator_restart() -> anyhow::Result<()> {
+    let _serial = serial();
+    let dir = tempfile::tempdir()?;
+    let mut spec = spec(dir.path(), 2, 40, 5, 4, 2);
+    spec.audit = true;
+    let mut cluster = LocalCluster::start(spec)?;
+    wait_for(
+        &mut cluster,
+        Duration::from_secs(120),
+        "a first commit",
+        |s| !committed(s).is_empty() && latest_step(s) >= 12,
+    )?;
+    cluster.kill_coordinator()?;
+    std::thread::sleep(Duration::from_secs(1));
+    cluster.start_coordinator()?;
+    finish(&mut cluster, Duration::from_secs(240))?;
+    let spec = cluster.spec();
+    ensure!(committed(spec).last() == Some(&40));
+    let coordinator_log = std::fs::read_to_string(spec.log_file("coordinator"))?;
+    ensure!(coordinator_log.matches("coordinator serving").count() == 2);
+    check_exactly_once(spec)?;
+    Ok(())
+}
+
+#[test]
+fn a_resumed_run_continues_exactly_as_an_uninterrupted_one() -> anyhow::Result<()> {
+    let _serial = serial();
+    let dir = tempfile::tempdir()?;
+    let job = |name: &str| spec(&dir.path().join(name), 2, 60, 30, 8, 2);
+    let mut whole = LocalCluster::start(job("whole"))?;
+    finish(&mut whole, Duration::from_secs(240))?;
+    let expected = loss_curve(&read_all(whole.spec()));
+
+    // Stop (kill -9, as a crash would) once the step-30 checkpoint is committed, then start the
+    // same job again: it resumes from that checkpoint.
+    let mut first = LocalCluster::start(job("resumed"))?;
+    wait_for(
+        &mut first,
+        Duration::from_secs(120),
+        "the step-30 commit",
+        |s| committed(s).contains(&30),
+    )?;
+    first.kill_worker(0)?;
+    first.kill_worker(1)?;
+    first.kill_coordinator()?;
+    let stopped_at = latest_step(first.spec());
+    ensure!(
+        !committed(first.spec()).contains(&60),
+        "the first run finished before it could be stopped"
+    );
+    drop(first);
+    let mut second = LocalCluster::start(job("resumed"))?;
+    finish(&mut second, Duration::from_secs(240))?;
+    let got = loss_curve(&read_all(second.spec()));
+    ensure!(got.len() == 60 && expected.len() == 60);
+    ensure!(stopped_at >= 30);
+    for ((s, a), (_, b)) in expected.iter().zip(&got) {
+        ensure!(
+            a.to_bits() == b.to_bits(),
+            "step {s}: uninterrupted loss {a}, resumed {b}"
+        );
+    }
+    Ok(())
+}
