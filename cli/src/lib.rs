@@ -3,6 +3,7 @@
 //! `fourm-coordinator` and `fourm-worker`, so that one binary can run a whole local job.
 
 pub mod data;
+pub mod generate;
 pub mod launch;
 
 use std::process::ExitCode;
@@ -27,6 +28,9 @@ pub enum Command {
     /// Train on this machine: a coordinator and N workers as child processes, a synthetic dataset
     /// written on first use, checkpoints and a loss curve in the job folder.
     Launch(launch::LaunchArgs),
+    /// Any-to-any generation from a checkpoint: conditions from files, targets written as tokens,
+    /// pictures and text.
+    Generate(generate::GenerateArgs),
     /// Dataset tools: build the index, inspect shards.
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -56,6 +60,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Launch(args) => {
             init_logging(cli.log_json);
             launch::run(args)
+        }
+        Command::Generate(args) => {
+            init_logging(cli.log_json);
+            generate::run(args)
         }
         Command::Data(cmd) => {
             init_logging(cli.log_json);

@@ -173,10 +173,11 @@ impl Durable {
                 continue;
             };
             let name = name.to_string();
-            let has = matches!(
-                self.store.head(&self.path(&[&name, MANIFEST_NAME])).await,
-                Ok(_)
-            );
+            let has = self
+                .store
+                .head(&self.path(&[&name, MANIFEST_NAME]))
+                .await
+                .is_ok();
             out.push((name, step, has));
         }
         out.sort_by_key(|f| f.1);

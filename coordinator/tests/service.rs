@@ -21,12 +21,7 @@ use tonic::transport::Channel;
 
 const TOKEN: &str = "test-token-0123456789";
 
-type Client = CoordinatorClient<
-    InterceptedService<
-        Channel,
-        Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>,
-    >,
->;
+type Client = CoordinatorClient<InterceptedService<Channel, Interceptor>>;
 
 struct Server {
     addr: std::net::SocketAddr,
@@ -147,6 +142,9 @@ fn config_dir(storage: &Storage) -> CoordinatorConfig {
     config(std::path::Path::new(dir))
 }
 
+type Interceptor =
+    Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
+
 async fn client(addr: std::net::SocketAddr, token: Option<&str>) -> Client {
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
@@ -154,9 +152,7 @@ async fn client(addr: std::net::SocketAddr, token: Option<&str>) -> Client {
         .await
         .unwrap();
     let header: Option<MetadataValue<_>> = token.map(|t| format!("Bearer {t}").parse().unwrap());
-    let interceptor: Box<
-        dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send,
-    > = Box::new(move |mut req: tonic::Request<()>| {
+    let interceptor: Interceptor = Box::new(move |mut req: tonic::Request<()>| {
         if let Some(h) = &header {
             req.metadata_mut().insert("authorization", h.clone());
         }

@@ -396,3 +396,106 @@ fn a_resumed_run_continues_exactly_as_an_uninterrupted_one() -> anyhow::Result<(
     }
     Ok(())
 }
+
+/// Runs `fourm generate` with `args`; returns its stdout (the files written).
+fn generate(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(EXE).arg("generate").args(args).output()?;
+    ensure!(
+        out.status.success(),
+        "fourm generate {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// Width and height of a PNG file.
+fn png_size(path: &Path) -> anyhow::Result<(u32, u32)> {
+    let bytes = std::fs::read(path)?;
+    ensure!(
+        bytes.len() > 24 && &bytes[1..4] == b"PNG",
+        "{} is not a PNG",
+        path.display()
+    );
+    let be = |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+    Ok((be(16), be(20)))
+}
+
+#[test]
+fn generate_runs_any_to_any_on_a_trained_checkpoint() -> anyhow::Result<()> {
+    let _serial = serial();
+    let dir = tempfile::tempdir()?;
+    let mut cluster = LocalCluster::start(spec(dir.path(), 2, 10, 10, 4, 2))?;
+    finish(&mut cluster, Duration::from_secs(120))?;
+    let ckpt = cluster.spec().checkpoint_dir();
+    let ckpt = ckpt.to_str().context("utf-8")?;
+    let caption = dir.path().join("caption.txt");
+    std::fs::write(&caption, "a small red sphere behind a large yellow cube\n")?;
+    let out = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let cond = format!("caption={}", caption.display());
+
+    // caption -> rgb, sampled: the same seed gives the same picture.
+    for o in ["o1", "o1b"] {
+        generate(&[
+            "--checkpoint",
+            ckpt,
+            "--condition",
+            &cond,
+            "--target",
+            "tok_rgb@32",
+            "--temperature",
+            "1.0",
+            "--seed",
+            "7",
+            "--out",
+            &out(o),
+        ])?;
+    }
+    let rgb = dir.path().join("o1/tok_rgb_32.png");
+    ensure!(png_size(&rgb)? == (32, 32));
+    for f in ["tok_rgb_32.png", "tok_rgb_32.npy"] {
+        ensure!(
+            std::fs::read(dir.path().join("o1").join(f))?
+                == std::fs::read(dir.path().join("o1b").join(f))?,
+            "{f} differs between two runs with the same seed"
+        );
+    }
+    let npy = std::fs::read(dir.path().join("o1/tok_rgb_32.npy"))?;
+    ensure!(
+        String::from_utf8_lossy(&npy).contains("(1, 16)"),
+        "token grid shape"
+    );
+
+    // rgb -> depth, then rgb + depth -> caption, from the picture written above.
+    let cond = format!("tok_rgb@32={}", rgb.display());
+    let listed = generate(&[
+        "--checkpoint",
+        ckpt,
+        "--condition",
+        &cond,
+        "--target",
+        "tok_depth@32",
+        "--target",
+        "caption",
+        "--out",
+        &out("o2"),
+    ])?;
+    ensure!(listed.lines().count() == 4, "{listed}");
+    ensure!(png_size(&dir.path().join("o2/tok_depth_32.png"))? == (32, 32));
+    ensure!(dir.path().join("o2/caption.txt").exists());
+    ensure!(dir.path().join("o2/caption.npy").exists());
+
+    // Bad input is an error that names it.
+    let bad = Command::new(EXE)
+        .args([
+            "generate",
+            "--checkpoint",
+            ckpt,
+            "--target",
+            "tok_nothing@32",
+        ])
+        .args(["--out", &out("o3")])
+        .output()?;
+    ensure!(!bad.status.success());
+    ensure!(String::from_utf8_lossy(&bad.stderr).contains("tok_nothing@32"));
+    Ok(())
+}

@@ -402,7 +402,7 @@ impl WorkerConfig {
         if t.batch_size == 0 {
             return invalid("train.batch_size", "must be at least 1");
         }
-        if !(t.blr.is_finite() && t.blr > 0.0) || !(t.min_lr.is_finite() && t.min_lr >= 0.0) {
+        if !t.blr.is_finite() || t.blr <= 0.0 || !t.min_lr.is_finite() || t.min_lr < 0.0 {
             return invalid(
                 "train.blr",
                 "learning rates must be finite, blr > 0 and min_lr >= 0",
@@ -411,7 +411,7 @@ impl WorkerConfig {
         if !(0.0..1.0).contains(&t.betas.0) || !(0.0..1.0).contains(&t.betas.1) {
             return invalid("train.betas", "must be in [0, 1)");
         }
-        if !(t.eps > 0.0) || t.weight_decay < 0.0 || t.clip_grad < 0.0 {
+        if t.eps.is_nan() || t.eps <= 0.0 || t.weight_decay < 0.0 || t.clip_grad < 0.0 {
             return invalid(
                 "train.eps",
                 "eps must be positive, weight_decay and clip_grad non-negative",

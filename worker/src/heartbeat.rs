@@ -47,11 +47,9 @@ pub async fn heartbeat_loop(
                 }
                 control.request_join(reply.generation);
             }
-            pb::Instruction::AbortCollective => {
-                if current != 0 {
-                    tracing::warn!(generation = current, reason = %reply.reason, "coordinator ended the generation");
-                    control.abort(&reply.reason);
-                }
+            pb::Instruction::AbortCollective if current != 0 => {
+                tracing::warn!(generation = current, reason = %reply.reason, "coordinator ended the generation");
+                control.abort(&reply.reason);
             }
             pb::Instruction::Checkpoint => control.request_checkpoint(),
             pb::Instruction::ShutDown => {

@@ -128,7 +128,7 @@ impl Prefetcher {
     }
 
     /// The next batch, and how long the step waited for it.
-    pub fn next(&mut self) -> Result<(PreparedBatch, Duration), PipelineError> {
+    pub fn next_batch(&mut self) -> Result<(PreparedBatch, Duration), PipelineError> {
         let t = Instant::now();
         let batch = self
             .rx

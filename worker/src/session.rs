@@ -214,7 +214,7 @@ impl Worker {
                 return Ok(GenerationEnd::Aborted(reason));
             }
             let t0 = Instant::now();
-            let (prepared, waited) = inputs.next()?;
+            let (prepared, waited) = inputs.next_batch()?;
             let vote = rank == 0 && self.control.take_checkpoint_request();
             let result = match state.step(&prepared.batch, &options, &mut ring, vote) {
                 Ok(r) => r,
@@ -255,7 +255,7 @@ impl Worker {
                 entries,
                 metrics: Some(report.to_proto(cfg.metrics.peak_flops)),
             }));
-            if rank == 0 && (step % cfg.metrics.log_every == 0 || step == total) {
+            if rank == 0 && (step.is_multiple_of(cfg.metrics.log_every) || step == total) {
                 report.log(cfg.metrics.peak_flops);
             }
             if let Some(path) = &cfg.metrics.metrics_file {
@@ -279,7 +279,10 @@ impl Worker {
                     .record(record);
             }
             let every = rdv.checkpoint_every;
-            if (every > 0 && step % every == 0) || step == total || result.checkpoint_requested {
+            if (every > 0 && step.is_multiple_of(every))
+                || step == total
+                || result.checkpoint_requested
+            {
                 self.checkpoint(g, rank, world, &state)?;
             }
             self.flush_audit()?;

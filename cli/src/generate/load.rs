@@ -1,0 +1,113 @@
+//! A trained model for inference: the checkpoint's weights, rebuilt from the configuration it was
+//! trained with (`trainer.json`) and the modalities of its dataset.
+
+use anyhow::{Context, bail};
+use burn::tensor::Device;
+use fourm_data::{DatasetStore, StoreConfig};
+use fourm_model::FourM;
+use fourm_model::generate::SpecialTokens;
+use fourm_model::weights::load_ml4m_bytes;
+use fourm_worker::checkpoint::{MODEL_FILE, TRAINER_FILE, TrainerState};
+use fourm_worker::config::WorkerConfig;
+use fourm_worker::setup::DataSetup;
+
+/// What generation needs from a checkpoint.
+pub struct Loaded {
+    /// The model with the checkpoint's weights.
+    pub model: FourM,
+    /// The configuration it was trained with (its dataset possibly replaced).
+    pub config: WorkerConfig,
+    /// Its dataset: index, modalities, text tokenizer.
+    pub data: DataSetup,
+    /// Special ids of the sequence vocabulary.
+    pub specials: SpecialTokens,
+    /// The step folder read.
+    pub folder: String,
+    /// Its step.
+    pub step: u64,
+}
+
+/// Loads `url`: a committed step folder, or a checkpoint root (its latest committed step).
+/// `dataset` replaces the dataset recorded in the checkpoint (where the tokenizers are).
+pub async fn load(url: &str, dataset: Option<&str>, device: &Device) -> anyhow::Result<Loaded> {
+    let store = DatasetStore::open(url, StoreConfig::default())
+        .with_context(|| format!("opening {url}"))?;
+    let folder = step_folder(&store).await?;
+    let read = |name: &str| {
+        let path = folder.clone().join(name);
+        let store = &store;
+        async move {
+            store
+                .get(&path)
+                .await
+                .with_context(|| format!("reading {}", store.object_url(&path)))
+        }
+    };
+    let trainer: TrainerState = serde_json::from_slice(&read(TRAINER_FILE).await?)
+        .with_context(|| format!("{url}: {TRAINER_FILE} is not a fourm trainer state"))?;
+    let mut config: WorkerConfig = serde_json::from_value(trainer.config.clone())
+        .with_context(|| format!("{url}: {TRAINER_FILE} holds no worker configuration"))?;
+    if let Some(d) = dataset {
+        config.data.dataset = d.to_string();
+    }
+    let data = DataSetup::open(&config)
+        .await
+        .with_context(|| format!("opening the dataset {}", config.data.dataset))?;
+    let model_config = config.model.build()?;
+    let mut model = model_config.init(&data.modalities, config.model.init_seed, device)?;
+    load_ml4m_bytes(&mut model, read(MODEL_FILE).await?.to_vec())
+        .with_context(|| format!("loading {MODEL_FILE}"))?;
+    let specials = match &data.tokenizer {
+        Some(t) => {
+            let s = t.sequence_tokens();
+            SpecialTokens {
+                pad: i64::from(s.pad),
+                eos: i64::from(s.eos),
+                sentinels: s.sentinels.iter().map(|&i| i64::from(i)).collect(),
+            }
+        }
+        None => SpecialTokens::ml4m_wordpiece(),
+    };
+    Ok(Loaded {
+        model,
+        config,
+        data,
+        specials,
+        folder: store.object_url(&folder),
+        step: trainer.step,
+    })
+}
+
+/// The store's root if it is a committed step folder, else its latest committed step folder.
+async fn step_folder(store: &DatasetStore) -> anyhow::Result<object_store::path::Path> {
+    let root = store.root().clone();
+    if store.get(&root.clone().join("MANIFEST.json")).await.is_ok() {
+        return Ok(root);
+    }
+    let mut best: Option<(u64, object_store::path::Path)> = None;
+    let listing = store
+        .inner()
+        .list_with_delimiter(Some(&root))
+        .await
+        .with_context(|| format!("listing {}", store.url()))?;
+    for dir in listing.common_prefixes {
+        let Some(step) = dir
+            .filename()
+            .and_then(|n| n.strip_prefix("step-"))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let committed = store.get(&dir.clone().join("MANIFEST.json")).await.is_ok();
+        if committed && best.as_ref().is_none_or(|(s, _)| step > *s) {
+            best = Some((step, dir));
+        }
+    }
+    match best {
+        Some((_, dir)) => Ok(dir),
+        None => bail!(
+            "{} is neither a committed checkpoint folder nor a checkpoint root with one",
+            store.url()
+        ),
+    }
+}
