@@ -128,8 +128,15 @@ fn cosine_tokens(steps: usize, total: usize) -> Vec<usize> {
         .windows(2)
         .map(|w| (total as f64 * (w[0] - w[1])).round_ties_even() as usize)
         .collect();
-    let used: usize = out.iter().sum();
-    out.push(total.saturating_sub(used));
+    // For small totals the rounded steps can add up to more than `total` (ml-4m's last step then
+    // goes negative and decoding fails): take the excess back from the latest steps instead.
+    let mut used: usize = out.iter().sum();
+    for n in out.iter_mut().rev() {
+        let take = (*n).min(used.saturating_sub(total));
+        *n -= take;
+        used -= take;
+    }
+    out.push(total - used);
     out
 }
 
@@ -179,6 +186,25 @@ fn onex_curve(n: usize, power: f64) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cosine_never_commits_more_than_the_total() {
+        // ml-4m rounds these to [1, 2, 3, 3, 3, 3, 2] and a last step of -1.
+        assert_eq!(
+            TokenSchedule::Cosine.tokens(8, 16).unwrap(),
+            vec![1, 2, 3, 3, 3, 3, 1, 0]
+        );
+        for total in 1..64 {
+            for steps in 1..20 {
+                let t = TokenSchedule::Cosine.tokens(steps, total).unwrap();
+                assert_eq!(
+                    t.iter().sum::<usize>(),
+                    total,
+                    "{steps} steps, {total} tokens"
+                );
+            }
+        }
+    }
 
     fn close(a: &[f64], b: &[f64]) {
         assert_eq!(a.len(), b.len());
