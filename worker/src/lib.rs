@@ -13,6 +13,7 @@ pub mod control;
 mod error;
 mod heartbeat;
 pub mod metrics;
+mod nccl;
 pub mod pipeline;
 mod reporter;
 mod run;

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use burn::tensor::Device;
-use fourm_collective::{AbortHandle, CollectiveError, Rendezvous, RingCollective, RingConfig};
+use fourm_collective::{
+    AbortHandle, Collective, CollectiveError, Rendezvous, RingCollective, RingConfig,
+};
 use fourm_data::{
     Assignment, Cursor, DatasetStore, LoaderConfig, RankStream, StepLoader, StoreConfig,
 };
@@ -17,7 +19,7 @@ use fourm_proto::v1 as pb;
 use crate::audit::{Audit, AuditRecord};
 use crate::checkpoint::{self, TrainerState};
 use crate::client::Client;
-use crate::config::WorkerConfig;
+use crate::config::{CollectiveKind, WorkerConfig};
 use crate::control::Control;
 use crate::error::WorkerError;
 use crate::metrics::{MetricsLine, StepReport, step_flops};
@@ -105,11 +107,17 @@ impl Worker {
             connect_timeout: Duration::from_secs(30),
             ..RingConfig::default()
         };
-        let mut ring =
-            match RingCollective::connect(&self.listener, &rendezvous, &ring_config, abort) {
-                Ok(r) => r,
-                Err(e) => return Ok(self.collective_failed(g, &e)),
-            };
+        let connected = match cfg.worker.collective {
+            CollectiveKind::Ring => {
+                RingCollective::connect(&self.listener, &rendezvous, &ring_config, abort)
+                    .map(|r| Box::new(r) as Box<dyn Collective>)
+            }
+            CollectiveKind::Nccl => crate::nccl::connect(self, g, rank, world, abort)?,
+        };
+        let mut collective = match connected {
+            Ok(c) => c,
+            Err(e) => return Ok(self.collective_failed(g, &e)),
+        };
 
         let model_config = cfg.model.build()?;
         let mut model =
@@ -216,7 +224,7 @@ impl Worker {
             let t0 = Instant::now();
             let (prepared, waited) = inputs.next_batch()?;
             let vote = rank == 0 && self.control.take_checkpoint_request();
-            let result = match state.step(&prepared.batch, &options, &mut ring, vote) {
+            let result = match state.step(&prepared.batch, &options, &mut *collective, vote) {
                 Ok(r) => r,
                 Err(StepError::Collective(e)) => return Ok(self.collective_failed(g, &e)),
                 Err(e) => return Err(e.into()),

@@ -121,15 +121,7 @@ impl TrainState {
         // 3. One all-reduce: gradient, loss, control word.
         let n = self.layout.len();
         let device = out.grads.device();
-        let mut flat = out
-            .grads
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .map_err(|e| ModelError::Batch {
-                modality: "*".into(),
-                reason: format!("reading the gradient: {e:?}"),
-            })?;
+        let mut flat = host_values(out.grads, "the gradient")?;
         flat.push(out.loss as f32);
         // Each rank's modality losses are its share of the global mean: their sum is the mean.
         for m in &targets {
@@ -197,19 +189,21 @@ impl TrainState {
 impl TrainState {
     /// SHA-256 (hex) of the parameters, flattened in module-visit order as little-endian `f32`.
     pub fn param_digest(&self) -> Result<String, ModelError> {
-        let values = self
-            .layout
-            .flatten_params(&self.model)
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .map_err(|e| ModelError::Batch {
-                modality: "*".into(),
-                reason: format!("reading the parameters: {e:?}"),
-            })?;
+        let values = host_values(self.layout.flatten_params(&self.model), "the parameters")?;
         let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         Ok(crate::checkpoint::sha256_hex(&bytes))
     }
+}
+
+/// The values of a flat tensor on the host (`what` names it in the error).
+fn host_values(t: Tensor<1>, what: &str) -> Result<Vec<f32>, ModelError> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| ModelError::Batch {
+            modality: "*".into(),
+            reason: format!("reading {what}: {e:?}"),
+        })
 }
 
 fn host_tensor(values: Vec<f32>, n: usize, device: &Device) -> Tensor<1> {
