@@ -36,7 +36,7 @@ RUN apt-get update \
 WORKDIR /src
 COPY . .
 RUN if [ -n "${LLVM_BUNDLE_DIR}" ]; then \
-      mkdir -p /root/.cache/tracel && cp "${LLVM_BUNDLE_DIR}"/tracel-llvm-* /root/.cache/tracel/ \
+      mkdir -p "$HOME/.cache/tracel" && cp "${LLVM_BUNDLE_DIR}"/tracel-llvm-* "$HOME/.cache/tracel/" \
       && echo "TRACEL_LLVM_BUNDLER_SKIP_CHECKSUM_DOWNLOAD=1" > /tmp/llvm.env; \
     else : > /tmp/llvm.env; fi
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

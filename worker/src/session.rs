@@ -415,7 +415,7 @@ impl Worker {
     }
 }
 
-/// `scheme://.../root/step-N` → (`scheme://.../root`, `step-N`).
+/// `scheme://…/<root>/step-N` → (`scheme://…/<root>`, `step-N`).
 fn split_folder(prefix: &str) -> Result<(&str, &str), WorkerError> {
     prefix
         .rsplit_once('/')
