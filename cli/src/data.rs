@@ -150,10 +150,7 @@ pub struct InspectArgs {
 
 /// Runs a `data` subcommand.
 pub fn run(cmd: DataCommand) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = crate::runtime()?;
     match cmd {
         DataCommand::Index(args) => runtime.block_on(run_index(args)),
         DataCommand::Inspect(args) => runtime.block_on(run_inspect(args)),

@@ -82,8 +82,7 @@ fn parse_condition(s: &str) -> Result<(String, PathBuf), String> {
 
 /// Runs `fourm generate`.
 pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(generate(args))?;
+    crate::runtime()?.block_on(generate(args))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -247,7 +247,6 @@ fn synthetic_dataset(out: &Path, config: &LaunchConfig) -> anyhow::Result<String
         seed: s.seed,
         ..crate::data::SynthArgs::defaults(url.clone())
     };
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(crate::data::run_synth(args))?;
+    crate::runtime()?.block_on(crate::data::run_synth(args))?;
     Ok(url)
 }
