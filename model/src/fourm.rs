@@ -15,7 +15,7 @@ use crate::loss::{
     LossType, LossWeights, ModalityLoss, TargetCount, counts_of, modality_loss, weighted_total,
 };
 use crate::modality::Modalities;
-use crate::plan::{DecoderMasking, SelectionPlan, plan_decoder, plan_encoder};
+use crate::selection::{DecoderMasking, SelectionPlan, plan_decoder, plan_encoder};
 
 /// A 4M model. Field names are ml-4m's state-dict prefixes.
 #[derive(Module, Debug)]

@@ -25,9 +25,9 @@ mod loss;
 mod modality;
 pub mod optim;
 pub mod params;
-pub mod plan;
 mod posemb;
 mod random_batch;
+pub mod selection;
 mod step;
 pub mod weights;
 

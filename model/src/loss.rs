@@ -15,7 +15,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::embed::{DecoderEmbedding, int_tensor};
-use crate::plan::ModalitySlots;
+use crate::selection::ModalitySlots;
 
 /// How modality losses are combined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

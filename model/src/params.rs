@@ -24,6 +24,9 @@ pub struct ParamInfo {
     pub shape: Vec<usize>,
     /// Shape in ml-4m's layout (Linear weights are `[out, in]` there, `[in, out]` here).
     pub torch_shape: Vec<usize>,
+    /// Whether ml-4m stores the transpose of burn's layout (a Linear layer's weight). Decided by
+    /// what the tensor is, never by its shape: a square weight is transposed too.
+    pub transposed: bool,
     /// False for buffers.
     pub trainable: bool,
 }
@@ -32,6 +35,17 @@ impl ParamInfo {
     /// Number of elements.
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
+    }
+
+    /// `values` (row-major in burn's layout) in ml-4m's element order.
+    pub fn torch_order<T: Copy>(&self, values: &[T]) -> Vec<T> {
+        if !self.transposed {
+            return values.to_vec();
+        }
+        let (rows, cols) = (self.shape[0], self.shape[1]);
+        (0..cols)
+            .flat_map(|c| (0..rows).map(move |r| values[r * cols + c]))
+            .collect()
     }
 
     /// ml-4m's weight-decay rule (`optim_factory.get_parameter_groups`): no decay for names
@@ -144,6 +158,7 @@ impl ModuleVisitor for Lister<'_> {
             id: param.id,
             shape,
             torch_shape,
+            transposed: is_linear_weight,
             trainable: !buffer,
         });
     }
@@ -152,6 +167,26 @@ impl ModuleVisitor for Lister<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn square_linear_weights_are_transposed_for_torch() {
+        let info = ParamInfo {
+            path: "encoder.0.attn.proj.weight".into(),
+            name: "encoder.0.attn.proj.weight".into(),
+            id: ParamId::new(),
+            shape: vec![2, 2],
+            torch_shape: vec![2, 2],
+            transposed: true,
+            trainable: true,
+        };
+        // burn [in, out] = [[1, 2], [3, 4]] is torch [out, in] = [[1, 3], [2, 4]].
+        assert_eq!(info.torch_order(&[1, 2, 3, 4]), vec![1, 3, 2, 4]);
+        let bias = ParamInfo {
+            transposed: false,
+            ..info
+        };
+        assert_eq!(bias.torch_order(&[1, 2, 3, 4]), vec![1, 2, 3, 4]);
+    }
 
     #[test]
     fn paths_map_to_ml4m_names() {

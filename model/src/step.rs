@@ -14,7 +14,7 @@ use crate::error::ModelError;
 use crate::fourm::{FourM, StepOptions};
 use crate::loss::{TargetCount, sum_counts};
 use crate::optim::ParamLayout;
-use crate::plan::{DecoderMasking, plan_decoder};
+use crate::selection::{DecoderMasking, plan_decoder};
 
 /// Gradients and losses of one batch.
 #[derive(Debug)]

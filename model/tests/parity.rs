@@ -1,24 +1,45 @@
-//! One ml-4m training step replayed from a fixture (`../shared/fixtures/parity-a`, or the folder
-//! named by `FOURM_PARITY_FIXTURE`): token selection exactly, activations, logits and losses
-//! within atol 1e-5 / rtol 1e-4, every gradient norm and the listed full gradients within
-//! rtol 1e-3, the listed weights after one AdamW step. Every entry that the fixture's config
-//! describes is checked; an entry this test does not know fails it.
+//! One ml-4m training step replayed from each vendored fixture (`model/tests/fixtures/parity-*`,
+//! and the folder named by `FOURM_PARITY_FIXTURE`): token selection exactly, embeddings,
+//! activations, logits and losses, every gradient norm and the listed full gradients, the listed
+//! weights after one AdamW step. Every entry the fixture's config describes is checked; an entry
+//! this test does not know fails it. The tolerances are all in [`Tol`].
 
 mod fixture;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
-use burn::tensor::Device;
-use fixture::{Report, Tensors, batch, fixture_dir, modalities, model_config, read, read_config};
+use burn::tensor::{Device, Tensor};
+use fixture::{
+    Report, Tensors, batch, fixture_dir, modalities, model_config, param_values, read, read_config,
+    vendored,
+};
 use fourm_model::optim::{AdamW, AdamWConfig, ParamLayout};
 use fourm_model::params::ParamInfo;
+use fourm_model::selection::ModalitySlots;
 use fourm_model::weights::load_ml4m;
-use fourm_model::{LossType, StepOptions};
+use fourm_model::{
+    EncoderEmbedding, FourM, LossType, ModalityData, ModalityKind, StepOptions, sincos_1d,
+};
 use serde_json::Value;
 
-const ACT: (f64, f64) = (1e-5, 1e-4);
-const GRAD: (f64, f64) = (1e-6, 1e-3);
-const ADAMW: (f64, f64) = (1e-6, 1e-5);
+/// Every tolerance of the comparison, `(atol, rtol)`: `|ours - ml4m| <= atol + rtol·|ml4m|`.
+struct Tol;
+
+impl Tol {
+    /// Activations, embeddings, logits, losses (the fixtures' suggested port tolerances).
+    const ACT: (f64, f64) = (1e-5, 1e-4);
+    /// Gradients and their norms.
+    const GRAD: (f64, f64) = (1e-6, 1e-3);
+    /// Weights after one AdamW step.
+    const ADAMW: (f64, f64) = (1e-6, 1e-5);
+    /// Pixels and patches: copies of the input, exact up to the last float bit.
+    const PIXELS: (f64, f64) = (1e-6, 0.0);
+    /// A gradient element below this is float noise around an exact zero: its sign, and with it
+    /// AdamW's first update (±lr whatever its size), is not determined. It is the gradients' own
+    /// absolute tolerance, below which two gradients already count as equal.
+    const GRAD_NOISE: f64 = Self::GRAD.0;
+}
 
 /// ml-4m's canonical name of a tied tensor (the name `named_parameters()` reports).
 fn canonical(name: &str) -> String {
@@ -27,18 +48,6 @@ fn canonical(name: &str) -> String {
         Some(rest) if rest.ends_with(".mod_emb") => format!("encoder_embeddings.{rest}"),
         _ => name,
     }
-}
-
-/// Values of a parameter-shaped tensor in torch's layout.
-fn torch_layout(info: &ParamInfo, values: Vec<f64>) -> Vec<f64> {
-    if info.shape == info.torch_shape {
-        return values;
-    }
-    let (rows, cols) = (info.shape[0], info.shape[1]);
-    (0..cols)
-        .flat_map(|c| (0..rows).map(move |r| (r, c)))
-        .map(|(r, c)| values[r * cols + c])
-        .collect()
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -50,9 +59,65 @@ fn strings(v: &Value) -> Vec<String> {
 }
 
 #[test]
-fn parity_training_step() {
-    let dir = fixture_dir("FOURM_PARITY_FIXTURE", "parity-a");
+fn parity_a() {
+    replay(&vendored("parity-a"));
+}
+
+#[test]
+fn parity_d() {
+    replay(&vendored("parity-d"));
+}
+
+/// The fixture named by `FOURM_PARITY_FIXTURE`; without it, a check that every vendored
+/// training-step fixture has its test above.
+#[test]
+fn parity_fixture_from_env() {
+    if std::env::var_os("FOURM_PARITY_FIXTURE").is_some() {
+        replay(&fixture_dir("FOURM_PARITY_FIXTURE", ""));
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let vendored: BTreeSet<String> = std::fs::read_dir(&root)
+        .expect("fixtures folder")
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("parity-"))
+        .collect();
+    let tested: BTreeSet<String> = ["parity-a", "parity-d"].map(String::from).into();
+    assert_eq!(vendored, tested, "a vendored parity fixture has no test");
+}
+
+/// The square Linear weights a fixture records after the AdamW step are compared in ml-4m's
+/// element order: the comparison fails on the untransposed values, which have the same shape.
+#[test]
+fn parity_catches_a_transposed_square_weight() {
+    let dir = vendored("parity-d");
     let config = read_config(&dir);
+    let mods = modalities(&config);
+    let device = Device::flex().autodiff();
+    let mut model = model_config(&config).init(&mods, 0, &device).unwrap();
+    load_ml4m(&mut model, &dir.join("weights.safetensors")).unwrap();
+    let weights = Tensors::read(&dir.join("weights.safetensors"));
+    let name = "decoder.1.cross_attn.q.weight";
+    let info = model
+        .param_infos()
+        .into_iter()
+        .find(|p| p.name == name)
+        .unwrap();
+    assert_eq!(info.shape[0], info.shape[1], "{name} is square");
+    assert!(info.transposed);
+    let burn_order = param_values(&model, name);
+    let file = weights.values(name);
+    let mut right = Report::default();
+    right.close(name, &info.torch_order(&burn_order), &file, 0.0, 0.0);
+    assert!(right.failures().is_empty(), "{:?}", right.failures());
+    let mut wrong = Report::default();
+    wrong.close(name, &burn_order, &file, Tol::ADAMW.0, Tol::ADAMW.1);
+    assert_eq!(wrong.failures().len(), 1, "the transposed layout must fail");
+}
+
+/// Replays the fixture in `dir` and checks every entry it describes.
+fn replay(dir: &Path) {
+    let config = read_config(dir);
     let mods = modalities(&config);
     let device = Device::flex().autodiff();
     let mut model = model_config(&config)
@@ -97,19 +162,17 @@ fn parity_training_step() {
         eps: opt["eps"].as_f64().unwrap(),
         weight_decay: opt["weight_decay"].as_f64().unwrap(),
     };
+    let lr = opt["lr"].as_f64().unwrap();
     let mut adamw = AdamW::new(adamw_config, &layout, &device.clone().inner());
-    let updated = adamw.step(
-        layout.flatten_params(&model),
-        flat_grads.clone(),
-        opt["lr"].as_f64().unwrap(),
-    );
+    let before = layout.flatten_params(&model);
+    let updated = adamw.step(before.clone(), flat_grads.clone(), lr);
 
     let infos: BTreeMap<String, ParamInfo> = layout
         .entries()
         .iter()
         .map(|e| (e.info.name.clone(), e.info.clone()))
         .collect();
-    let per_param = |flat: &burn::tensor::Tensor<1>| -> BTreeMap<String, Vec<f64>> {
+    let per_param = |flat: &Tensor<1>| -> BTreeMap<String, Vec<f64>> {
         layout
             .split(flat)
             .into_iter()
@@ -117,6 +180,7 @@ fn parity_training_step() {
             .collect()
     };
     let grad_values = per_param(&flat_grads);
+    let before_values = per_param(&before);
     let updated_values = per_param(&updated);
 
     let mut r = Report::default();
@@ -141,20 +205,27 @@ fn parity_training_step() {
                 r.equal(key, &plan_d.attention_masked, &expected.bools(key))
             }
             ("decoder_mod_mask", _) => r.equal(key, &plan_d.mod_mask, &exp_i()),
-            ("encoder_tokens", _) => {
-                r.close(key, &read(&out.encoder_tokens), &exp_f(), ACT.0, ACT.1)
+            ("encoder_tokens", _) => act(&mut r, key, &read(&out.encoder_tokens), &exp_f()),
+            ("encoder_emb", _) => act(&mut r, key, &read(&out.encoder_emb), &exp_f()),
+            ("encoder_output", _) => act(&mut r, key, &read(&out.encoder_output), &exp_f()),
+            ("decoder_context", _) => act(&mut r, key, &read(&out.context), &exp_f()),
+            ("decoder_tokens", _) => act(&mut r, key, &read(&out.decoder_tokens), &exp_f()),
+            ("decoder_emb", _) => act(&mut r, key, &read(&out.decoder_emb), &exp_f()),
+            ("decoder_output", _) => act(&mut r, key, &read(&out.decoder_output), &exp_f()),
+            ("embed", rest) => {
+                check_embedding(&mut r, key, rest, &model, &batch, &device, &exp_f());
             }
-            ("encoder_emb", _) => r.close(key, &read(&out.encoder_emb), &exp_f(), ACT.0, ACT.1),
-            ("encoder_output", _) => {
-                r.close(key, &read(&out.encoder_output), &exp_f(), ACT.0, ACT.1)
-            }
-            ("decoder_context", _) => r.close(key, &read(&out.context), &exp_f(), ACT.0, ACT.1),
-            ("decoder_tokens", _) => {
-                r.close(key, &read(&out.decoder_tokens), &exp_f(), ACT.0, ACT.1)
-            }
-            ("decoder_emb", _) => r.close(key, &read(&out.decoder_emb), &exp_f(), ACT.0, ACT.1),
-            ("decoder_output", _) => {
-                r.close(key, &read(&out.decoder_output), &exp_f(), ACT.0, ACT.1)
+            _ if kind.starts_with("sincos_1d_") => {
+                let Some((rows, dim, first, last)) = sincos_key(kind) else {
+                    r.equal(key, &["a sincos_1d key fourm cannot parse"], &["parsed"]);
+                    continue;
+                };
+                let table = sincos_1d(rows, dim);
+                let ours: Vec<f64> = table[first * dim..(last + 1) * dim]
+                    .iter()
+                    .map(|&v| f64::from(v))
+                    .collect();
+                act(&mut r, key, &ours, &exp_f());
             }
             ("logits" | "targets" | "positions" | "loss", m)
                 if out.modality_losses.iter().any(|l| l.modality == m) =>
@@ -171,12 +242,11 @@ fn parity_training_step() {
                     .unwrap()
                     .slots;
                 match kind {
-                    "logits" => r.close(
+                    "logits" => act(
+                        &mut r,
                         key,
                         &l.logits.as_ref().map(read).unwrap_or_default(),
                         &exp_f(),
-                        ACT.0,
-                        ACT.1,
                     ),
                     "targets" => r.equal(key, &l.targets, &exp_i()),
                     "positions" => {
@@ -186,20 +256,14 @@ fn parity_training_step() {
                             .collect();
                         r.equal(key, &pos, &exp_i())
                     }
-                    _ => r.close(key, &read(&l.loss), &exp_f(), ACT.0, ACT.1),
+                    _ => act(&mut r, key, &read(&l.loss), &exp_f()),
                 }
             }
-            ("loss", "total") => r.close(key, &read(&out.loss), &exp_f(), ACT.0, ACT.1),
-            ("loss", "total_token") => r.close(
-                key,
-                &read(&out.total(LossType::Token)),
-                &exp_f(),
-                ACT.0,
-                ACT.1,
-            ),
-            ("loss", "total_other_decoder_order") => {
-                r.close(key, &read(&other.loss), &exp_f(), ACT.0, ACT.1)
+            ("loss", "total") => act(&mut r, key, &read(&out.loss), &exp_f()),
+            ("loss", "total_token") => {
+                act(&mut r, key, &read(&out.total(LossType::Token)), &exp_f())
             }
+            ("loss", "total_other_decoder_order") => act(&mut r, key, &read(&other.loss), &exp_f()),
             ("grad_norm_total", _) => {
                 let norm = grad_values
                     .values()
@@ -207,7 +271,7 @@ fn parity_training_step() {
                     .map(|g| g * g)
                     .sum::<f64>()
                     .sqrt();
-                r.close(key, &[norm], &exp_f(), GRAD.0, GRAD.1)
+                r.close(key, &[norm], &exp_f(), Tol::GRAD.0, Tol::GRAD.1)
             }
             ("grad_norm", name) => {
                 let name = canonical(name);
@@ -217,8 +281,8 @@ fn parity_training_step() {
                         key,
                         &[g.iter().map(|v| v * v).sum::<f64>().sqrt()],
                         &exp_f(),
-                        GRAD.0,
-                        GRAD.1,
+                        Tol::GRAD.0,
+                        Tol::GRAD.1,
                     ),
                     None => r.equal(
                         key,
@@ -232,22 +296,27 @@ fn parity_training_step() {
                 let info = &infos[&name];
                 r.close(
                     key,
-                    &torch_layout(info, grad_values[&name].clone()),
+                    &info.torch_order(&grad_values[&name]),
                     &exp_f(),
-                    GRAD.0,
-                    GRAD.1,
+                    Tol::GRAD.0,
+                    Tol::GRAD.1,
                 )
             }
             ("after_adamw", name) => {
                 let name = canonical(name);
                 let info = &infos[&name];
-                r.close(
+                let step = AdamwStep {
+                    before: info.torch_order(&before_values[&name]),
+                    grad: info.torch_order(&grad_values[&name]),
+                    lr,
+                    weight_decay: adamw_config.weight_decay,
+                };
+                step.check(
+                    &mut r,
                     key,
-                    &torch_layout(info, updated_values[&name].clone()),
+                    &info.torch_order(&updated_values[&name]),
                     &exp_f(),
-                    ADAMW.0,
-                    ADAMW.1,
-                )
+                );
             }
             _ => r.equal(
                 key,
@@ -277,4 +346,146 @@ fn parity_training_step() {
         );
     }
     r.finish(&format!("parity fixture {}", dir.display()));
+}
+
+fn act(r: &mut Report, key: &str, ours: &[f64], expected: &[f64]) {
+    r.close(key, ours, expected, Tol::ACT.0, Tol::ACT.1);
+}
+
+/// `embed.<modality>.<what>`: the encoder embedding of a pixel modality before token selection.
+/// `patches_sample0` are the patchified pixels of the first sample (channel last inside a patch),
+/// `x` their projection for the whole batch, `emb` the 2-D sin-cos plus modality embedding.
+fn check_embedding(
+    r: &mut Report,
+    key: &str,
+    rest: &str,
+    model: &FourM,
+    batch: &fourm_model::Batch,
+    device: &Device,
+    expected: &[f64],
+) {
+    let Some((name, what)) = rest.rsplit_once('.') else {
+        return r.equal(key, &["an embed key fourm cannot parse"], &["parsed"]);
+    };
+    let Some((index, spec)) = model
+        .modalities()
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.name == name)
+    else {
+        return r.equal(key, &["a modality of the model"], &[name]);
+    };
+    let (ModalityKind::ImagePixels { grid, .. }, Some(data)) =
+        (spec.kind, batch.modalities.get(name))
+    else {
+        return r.equal(key, &["a pixel modality with a batch"], &[name]);
+    };
+    let ModalityData::Pixels(px) = &data.data else {
+        return r.equal(key, &["pixels in the batch"], &[name]);
+    };
+    let per_sample = grid[0] * grid[1];
+    let every: Vec<usize> = (0..batch.batch_size * per_sample).collect();
+    let embedding: &EncoderEmbedding = &model.encoder_embeddings[index];
+    let slots = ModalitySlots {
+        modality: index,
+        positions: every.clone(),
+        pos_rows: every.iter().map(|&p| (p % per_sample) as i64).collect(),
+        slots: Vec::new(),
+        input_ids: Vec::new(),
+        targets: Vec::new(),
+    };
+    match what {
+        "patches_sample0" => {
+            let patches: Vec<f64> = EncoderEmbedding::patches(spec, px, &every[..per_sample])
+                .into_iter()
+                .map(f64::from)
+                .collect();
+            r.close(key, &patches, expected, Tol::PIXELS.0, Tol::PIXELS.1);
+        }
+        "x" => {
+            let (x, _) = embedding.rows(spec, data, &slots, device);
+            act(r, key, &read(&x), expected);
+        }
+        "emb" => {
+            let (_, emb) = embedding.rows(spec, data, &slots, device);
+            let emb = emb.slice([0..per_sample]);
+            act(r, key, &read(&emb), expected);
+        }
+        _ => r.equal(key, &["an embed entry fourm does not know"], &[what]),
+    }
+}
+
+/// `sincos_1d_<rows>x<dim>_rows<first>_<last>` → (rows, dim, first, last).
+fn sincos_key(kind: &str) -> Option<(usize, usize, usize, usize)> {
+    let rest = kind.strip_prefix("sincos_1d_")?;
+    let (size, range) = rest.split_once("_rows")?;
+    let (rows, dim) = size.split_once('x')?;
+    let (first, last) = range.split_once('_')?;
+    Some((
+        rows.parse().ok()?,
+        dim.parse().ok()?,
+        first.parse().ok()?,
+        last.parse().ok()?,
+    ))
+}
+
+/// One AdamW step of a parameter, in ml-4m's element order.
+struct AdamwStep {
+    before: Vec<f64>,
+    grad: Vec<f64>,
+    lr: f64,
+    weight_decay: f64,
+}
+
+impl AdamwStep {
+    /// Elements with a determined gradient must match tightly. Where the gradient is float noise
+    /// around an exact zero (the key part of a `qkv` bias: softmax ignores a per-query constant),
+    /// AdamW's first step normalises the noise to a full step of either sign, so ml-4m and fourm
+    /// may step apart; there both results must be updates AdamW can make,
+    /// `|p' - p| <= lr·(1 + weight_decay·|p|)`, and they may differ by `2·lr`.
+    fn check(&self, r: &mut Report, key: &str, ours: &[f64], expected: &[f64]) {
+        let is_noise: Vec<bool> = self
+            .grad
+            .iter()
+            .map(|g| g.abs() < Tol::GRAD_NOISE)
+            .collect();
+        let determined = |v: &[f64]| -> Vec<f64> {
+            v.iter()
+                .zip(&is_noise)
+                .filter(|(_, noise)| !**noise)
+                .map(|(x, _)| *x)
+                .collect()
+        };
+        r.close(
+            key,
+            &determined(ours),
+            &determined(expected),
+            Tol::ADAMW.0,
+            Tol::ADAMW.1,
+        );
+        let noise: Vec<usize> = (0..is_noise.len()).filter(|&i| is_noise[i]).collect();
+        if noise.is_empty() {
+            return;
+        }
+        let bound = |i: usize| self.lr * (1.0 + self.weight_decay * self.before[i].abs());
+        let outside: Vec<String> = noise
+            .iter()
+            .filter(|&&i| {
+                (ours[i] - self.before[i]).abs() > bound(i) * (1.0 + 1e-6)
+                    || (expected[i] - self.before[i]).abs() > bound(i) * (1.0 + 1e-6)
+                    || (ours[i] - expected[i]).abs() > 2.0 * self.lr * (1.0 + 1e-6)
+            })
+            .map(|&i| {
+                format!(
+                    "{key}[{i}]: {} vs {} from {}",
+                    ours[i], expected[i], self.before[i]
+                )
+            })
+            .collect();
+        r.equal(
+            &format!("{key} (elements with a zero gradient: AdamW's bound)"),
+            &outside,
+            &Vec::<String>::new(),
+        );
+    }
 }

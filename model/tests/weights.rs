@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use burn::tensor::Device;
-use fixture::{Tensors, fixture_dir, modalities, model_config, read, read_config};
+use fixture::{Tensors, fixture_dir, modalities, model_config, param_values, read, read_config};
 use fourm_model::optim::ParamLayout;
 use fourm_model::weights::{
     load_ml4m, load_ml4m_bytes, read_meta, save_ml4m, to_safetensors_bytes,
@@ -207,4 +207,46 @@ fn l_name_ending(weights: &Path, suffix: &str) -> String {
         .into_iter()
         .find(|n| n.ends_with(suffix))
         .expect("a tied entry")
+}
+
+/// A square Linear weight (attention `proj`: `dim × dim`) is written in ml-4m's `[out, in]`
+/// layout, the transpose of burn's `[in, out]` although the shapes agree, and read back in place.
+#[test]
+fn a_square_weight_round_trips_in_torch_layout() {
+    let (model, _) = fixture_model();
+    let name = "encoder.0.attn.proj.weight";
+    let info = model
+        .param_infos()
+        .into_iter()
+        .find(|p| p.name == name)
+        .unwrap();
+    assert_eq!(info.shape[0], info.shape[1], "{name} is square");
+    let burn_order = param_values(&model, name);
+    let torch_order = info.torch_order(&burn_order);
+    assert_ne!(
+        burn_order, torch_order,
+        "a square weight whose transpose differs"
+    );
+
+    let bytes = to_safetensors_bytes(&model).unwrap();
+    let (_, shape, raw) = &entries(&bytes)[name];
+    assert_eq!(shape, &info.torch_shape);
+    let in_file: Vec<f64> = raw
+        .chunks_exact(4)
+        .map(|c| f64::from(f32::from_le_bytes(c.try_into().unwrap())))
+        .collect();
+    assert_eq!(in_file, torch_order, "written in ml-4m's [out, in] order");
+
+    // Into a model of other initial weights.
+    let config = read_config(&fixture_dir("FOURM_PARITY_FIXTURE", "parity-a"));
+    let mut back = model_config(&config)
+        .init(&modalities(&config), 99, &Device::flex())
+        .unwrap();
+    assert_ne!(param_values(&back, name), burn_order);
+    load_ml4m_bytes(&mut back, bytes).unwrap();
+    assert_eq!(
+        param_values(&back, name),
+        burn_order,
+        "read back in burn's order"
+    );
 }

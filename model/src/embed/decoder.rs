@@ -8,7 +8,7 @@ use burn::tensor::{Device, Tensor};
 use crate::embed::encoder::{int_tensor, position_buffer, position_rows};
 use crate::init::{InitRng, xavier_bound};
 use crate::modality::ModalitySpec;
-use crate::plan::ModalitySlots;
+use crate::selection::ModalitySlots;
 
 /// Embedding and output head of one target modality.
 #[derive(Module, Debug)]

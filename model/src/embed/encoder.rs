@@ -9,8 +9,8 @@ use crate::batch::{ModalityBatch, ModalityData};
 use crate::config::SEQ_POS_EMB_ROWS;
 use crate::init::InitRng;
 use crate::modality::{ModalityKind, ModalitySpec};
-use crate::plan::ModalitySlots;
 use crate::posemb::{sincos_1d, sincos_2d};
+use crate::selection::ModalitySlots;
 
 /// Embedding of one modality on the encoder side.
 #[derive(Module, Debug)]
@@ -85,6 +85,14 @@ impl EncoderEmbedding {
             x,
             position_rows(&self.pos_emb, &self.mod_emb, &slots.pos_rows, device),
         )
+    }
+}
+
+impl EncoderEmbedding {
+    /// The patches at `positions` (`b · patches + patch`) of `[batch, c, h, w]` pixels, each laid
+    /// out `(ph pw c)` as ml-4m's patchify: `[positions.len() · c·p²]`.
+    pub fn patches(spec: &ModalitySpec, px: &[f32], positions: &[usize]) -> Vec<f32> {
+        extract_patches(spec, px, positions)
     }
 }
 

@@ -27,7 +27,7 @@ use crate::generate::sampling::sample_rows;
 use crate::generate::span::merged_sequence;
 use crate::generate::state::GenState;
 use crate::modality::ModalityKind;
-use crate::plan::ModalitySlots;
+use crate::selection::ModalitySlots;
 
 /// Decodes the sequence target `target` and merges it into the state.
 pub(crate) fn autoregressive(

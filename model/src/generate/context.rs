@@ -15,7 +15,7 @@ use crate::error::ModelError;
 use crate::fourm::FourM;
 use crate::generate::state::GenState;
 use crate::layers::MASKED;
-use crate::plan::ModalitySlots;
+use crate::selection::ModalitySlots;
 
 /// What the decoder cross-attends to.
 #[derive(Debug, Clone)]
