@@ -8,11 +8,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use fourm_data::synth::{SynthConfig, preview_sample, write_synthetic};
 use fourm_data::{
-    DatasetStore, InspectReport, ModalityStats, ScanOptions, StoreConfig, TextTokenizer,
-    TextTokenizerOptions, inspect, scan_dataset, write_index,
+    DatasetStore, InspectReport, ModalityStats, ScanOptions, StoreConfig, inspect, scan_dataset,
+    write_index,
 };
+use fourm_masking::{TextTokenizer, TextTokenizerOptions};
+use fourm_synth::{SynthConfig, preview_sample, write_synthetic};
 
 /// Dataset subcommands.
 #[derive(Debug, Subcommand)]

@@ -9,6 +9,7 @@ pub mod launch;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use fourm_process::init_logging;
 
 /// fourm: train 4M models across many GPUs and use them for any-to-any generation.
 #[derive(Debug, Parser)]
@@ -54,28 +55,29 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Runs a parsed command line (and sets up its logging).
+/// Runs a parsed command line (and sets up its logging: errors only for the interactive commands,
+/// which show progress instead; info for the coordinator and the worker).
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Launch(args) => {
-            init_logging(cli.log_json);
+            init_logging(cli.log_json, "error");
             launch::run(args)
         }
         Command::Generate(args) => {
-            init_logging(cli.log_json);
+            init_logging(cli.log_json, "error");
             generate::run(args)
         }
         Command::Data(cmd) => {
-            init_logging(cli.log_json);
+            init_logging(cli.log_json, "error");
             data::run(cmd)
         }
         Command::Coordinator(args) => {
-            fourm_coordinator::cli::init_logging(cli.log_json || args.log_json);
+            init_logging(cli.log_json || args.process.log_json, "info");
             runtime()?.block_on(fourm_coordinator::cli::main(args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Worker(args) => {
-            fourm_worker::cli::init_logging(cli.log_json || args.log_json);
+            init_logging(cli.log_json || args.process.log_json, "info");
             runtime()?.block_on(fourm_worker::cli::main(args))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -88,18 +90,4 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .map_err(|e| anyhow::anyhow!("starting the async runtime: {e}"))
-}
-
-/// Logs to stderr; `RUST_LOG` overrides the default level (errors only).
-pub fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }

@@ -113,7 +113,7 @@ fn train_tokenizer_on_a_corpus() {
         "10",
     ]));
     assert!(out.contains("trained on 2 texts"), "{out}");
-    let t = fourm_data::TextTokenizer::load(&out_path).unwrap();
+    let t = fourm_masking::TextTokenizer::load(&out_path).unwrap();
     assert_eq!(t.sequence_tokens().sentinels.len(), 20);
     assert_eq!(t.token_to_id("v0=0"), Some(24));
 }

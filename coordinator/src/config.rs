@@ -1,11 +1,14 @@
 //! The coordinator's configuration: a TOML file (`deploy/coordinator.toml` is the documented
-//! template), then `FOURM_*` environment variables, then command-line flags, each overriding the
-//! previous. Unknown keys are errors; every value is validated with an error that names the key.
+//! template), then `FOURM_*` environment variables and command-line flags (see [`crate::cli`]),
+//! each overriding the previous. Unknown keys are errors; every value is validated with an error
+//! that names the key.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use fourm_process::ConfigError;
+use fourm_process::{load_toml, parse_toml};
 use serde::{Deserialize, Serialize};
 
 use crate::state::StateConfig;
@@ -117,93 +120,20 @@ impl Default for MembershipConfig {
     }
 }
 
-/// A configuration problem, naming the key.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The file cannot be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The TOML is malformed or has unknown keys.
-    #[error("{path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The parser's message (names the key).
-        message: String,
-    },
-    /// A value is out of range.
-    #[error("invalid `{key}`: {reason}")]
-    Invalid {
-        /// Dotted key.
-        key: &'static str,
-        /// Why.
-        reason: String,
-    },
-}
-
 impl CoordinatorConfig {
     /// Parses a TOML document (`origin` names it in errors).
     pub fn from_toml(text: &str, origin: &Path) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: origin.to_path_buf(),
-            message: e.to_string(),
-        })
+        parse_toml(text, origin)
     }
 
     /// Reads a TOML file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_toml(&text, path)
-    }
-
-    /// Applies `FOURM_*` environment overrides (`FOURM_DATASET`, `FOURM_CHECKPOINT_ROOT`,
-    /// `FOURM_MIN_WORKERS`, `FOURM_MAX_WORKERS`, `FOURM_TOTAL_STEPS`, `FOURM_JOB_ID`).
-    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        let num = |key: &'static str, v: String| {
-            v.parse::<u64>().map_err(|e| ConfigError::Invalid {
-                key,
-                reason: format!("`{v}`: {e}"),
-            })
-        };
-        if let Some(v) = env("FOURM_DATASET") {
-            self.job.dataset = v;
-        }
-        if let Some(v) = env("FOURM_CHECKPOINT_ROOT") {
-            self.job.checkpoint_root = v;
-        }
-        if let Some(v) = env("FOURM_JOB_ID") {
-            self.job.id = v;
-        }
-        if let Some(v) = env("FOURM_TOTAL_STEPS") {
-            self.job.total_steps = num("FOURM_TOTAL_STEPS", v)?;
-        }
-        if let Some(v) = env("FOURM_MIN_WORKERS") {
-            self.membership.min_workers = num("FOURM_MIN_WORKERS", v)? as u32;
-        }
-        if let Some(v) = env("FOURM_MAX_WORKERS") {
-            self.membership.max_workers = num("FOURM_MAX_WORKERS", v)? as u32;
-        }
-        Ok(())
+        load_toml(path)
     }
 
     /// Checks every value.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key: &'static str, reason: &str| {
-            Err(ConfigError::Invalid {
-                key,
-                reason: reason.to_string(),
-            })
-        };
+        let invalid = |key, reason| Err(ConfigError::invalid(key, reason));
         if self.job.id.is_empty() {
             return invalid("job.id", "must not be empty");
         }

@@ -1,6 +1,6 @@
 //! The coordinator's error types and their gRPC status codes.
 
-use fourm_data::PlanError;
+use fourm_plan::PlanError;
 
 /// A request the state machine refuses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

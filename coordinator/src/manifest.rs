@@ -1,7 +1,7 @@
 //! `MANIFEST.json`: what makes a checkpoint folder exist. Written last, by the coordinator, once
 //! every rank has written its part; a folder without it is never restored and is removed.
 
-use fourm_data::Assignment;
+use fourm_plan::{Assignment, CursorState};
 use serde::{Deserialize, Serialize};
 
 /// Version of the manifest format.
@@ -39,8 +39,8 @@ pub struct Manifest {
     pub folder: String,
     /// Files written by the ranks.
     pub files: Vec<ManifestFile>,
-    /// The data cursor after the step (fourm-data's JSON form, as a JSON value).
-    pub cursor: serde_json::Value,
+    /// The data cursor after the step.
+    pub cursor: CursorState,
     /// The rank assignment in force.
     pub assignment: Assignment,
     /// Commit time, Unix milliseconds.

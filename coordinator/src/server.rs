@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fourm_data::{Cursor, EpochPlan};
+use fourm_plan::{Cursor, EpochPlan};
 use fourm_proto::v1::coordinator_server::CoordinatorServer;
 use object_store::ObjectStore;
 use object_store::path::Path;
@@ -73,8 +73,7 @@ pub async fn restore(
     }
     let committed = match durable.latest_manifest(&config.job.id).await? {
         Some(m) => {
-            let cursor =
-                Cursor::from_json(&plan, &m.cursor.to_string()).map_err(StateError::from)?;
+            let cursor = Cursor::from_state(&plan, &m.cursor).map_err(StateError::from)?;
             tracing::info!(step = m.step, folder = %m.folder, "resuming from the latest committed checkpoint");
             Some(Committed {
                 step: m.step,

@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use fourm_plan::CursorState;
 use fourm_proto::v1 as pb;
 use fourm_proto::v1::coordinator_server::Coordinator;
 use futures::Stream;
@@ -263,16 +264,16 @@ impl Coordinator for CoordinatorService {
                 carried: info.assignment.carried.clone(),
                 base: info.assignment.base,
             }),
-            cursor_json: info.start.to_json(s.plan()),
+            cursor: Some(cursor_to_pb(&info.start.to_state(s.plan()))),
             seed: s.plan().seed(),
             upcoming: info
                 .upcoming
                 .iter()
-                .map(|&(entry, epoch, shard, start)| pb::ShardLease {
-                    entry,
-                    epoch,
-                    shard,
-                    start,
+                .map(|u| pb::ShardLease {
+                    entry: u.entry,
+                    epoch: u.epoch,
+                    shard: u.shard,
+                    start: u.start,
                 })
                 .collect(),
         }))
@@ -425,5 +426,22 @@ impl CoordinatorService {
             "{}/{folder}",
             self.shared.checkpoint_url.trim_end_matches('/')
         )
+    }
+}
+
+fn cursor_to_pb(c: &CursorState) -> pb::DataCursor {
+    pb::DataCursor {
+        seed: c.seed,
+        done_below: c.done_below,
+        started: c
+            .started
+            .iter()
+            .map(|e| pb::CursorEntry {
+                entry: e.entry,
+                epoch: e.epoch,
+                shard: e.shard,
+                consumed: e.consumed,
+            })
+            .collect(),
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use fourm_coordinator::config::CoordinatorConfig;
 use fourm_coordinator::server::{Storage, run};
-use fourm_data::{EpochPlan, ShardSize};
+use fourm_plan::{EpochPlan, ShardSize};
 use fourm_proto::v1 as pb;
 use fourm_proto::v1::coordinator_client::CoordinatorClient;
 use object_store::ObjectStore;

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use fourm_coordinator::manifest::ManifestFile;
 use fourm_coordinator::state::{Instruction, Phase, StateConfig, StateMachine, WorkerInfo};
-use fourm_data::{Cursor, EpochPlan, RankStream, ShardSize};
+use fourm_plan::{Cursor, EpochPlan, RankStream, ShardSize};
 use proptest::prelude::*;
 
 const TIMEOUT: u64 = 3_000;
@@ -204,7 +204,7 @@ impl Sim {
                 }
                 let manifest = manifest.expect("every rank acknowledged");
                 // The committed cursor holds exactly the samples of committed steps.
-                let cursor = Cursor::from_json(&self.plan, &manifest.cursor.to_string()).unwrap();
+                let cursor = Cursor::from_state(&self.plan, &manifest.cursor).unwrap();
                 let mut expected = self.committed.clone();
                 // Only the committing generation's samples count: those of ended generations were
                 // never committed and are read again.

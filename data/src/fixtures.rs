@@ -14,10 +14,10 @@ use crate::layout::{CROP_SETTINGS, shard_path};
 use crate::npy::{Dtype, encode};
 use crate::reader::write_index;
 use crate::scan::{ScanOptions, scan_dataset};
-use crate::seed::rng_for;
 use crate::shard::{DecodedSample, ModalityData, TokenGrid};
 use crate::store::DatasetStore;
 use crate::tarball::write_tar;
+use fourm_plan::rng_for;
 
 /// Token modalities of the fixture with their (ml-4m) vocabulary sizes.
 pub const TOKEN_MODALITIES: [(&str, u32); 2] = [("tok_depth@224", 8_192), ("tok_rgb@224", 16_384)];

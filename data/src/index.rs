@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{DataError, PlanError};
-use crate::plan::{EpochPlan, ShardSize};
+use fourm_plan::{EpochPlan, PlanError, ShardSize};
+
+use crate::error::DataError;
 
 /// The index format this crate reads and writes.
 pub const INDEX_FORMAT_VERSION: u32 = 1;

@@ -19,7 +19,7 @@ use tracing::warn;
 use crate::error::DataError;
 use crate::reader::ShardReader;
 use crate::shard::{DecodedSample, ShardData};
-use crate::stream::{RankStream, SampleRef};
+use fourm_plan::{RankStream, SampleRef};
 
 /// Read-ahead settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,11 +10,11 @@
 
 use std::collections::BTreeMap;
 
-use crate::derive_seed;
 use crate::error::DataError;
 use crate::index::{DatasetIndex, ModalityInfo, ModalityKind};
 use crate::npy::NpyArray;
 use crate::tarball::TarEntry;
+use fourm_plan::derive_seed;
 
 /// Seed-path tag of the crop choice (`"crop"`).
 const CROP_TAG: u64 = 0x6372_6f70;

@@ -128,6 +128,11 @@ impl DatasetStore {
             source,
         };
         let (scheme, rest) = url.split_once("://").unwrap_or(("file", url));
+        if !matches!(scheme, "memory" | "file") {
+            // TLS of the cloud stores goes through rustls with ring (the process-wide default,
+            // installed once; a provider installed before by the program is kept).
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let path_part = |rest: &str| rest.split_once('/').map_or("", |(_, p)| p).to_string();
         let client = ClientOptions::new().with_timeout(config.request_timeout);
         // Our own retry loop (with its per-request timeout) wraps every call.

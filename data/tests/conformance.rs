@@ -9,9 +9,10 @@ use std::sync::Arc;
 use fourm_data::fixtures::{FixtureSpec, write_fixture};
 use fourm_data::moto::MotoServer;
 use fourm_data::{
-    Assignment, Cursor, DatasetStore, LoaderConfig, ModalityKind, RankStream, ShardReader,
-    StepLoader, StoreConfig, read_index, shard_path,
+    DatasetStore, LoaderConfig, ModalityKind, ShardReader, StepLoader, StoreConfig, read_index,
+    shard_path,
 };
+use fourm_plan::{Assignment, Cursor, RankStream};
 use object_store::memory::InMemory;
 use object_store::path::Path;
 

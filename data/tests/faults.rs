@@ -13,10 +13,10 @@ use bytes::Bytes;
 use fourm_data::fixtures::{FixtureSpec, write_fixture};
 use fourm_data::npy::NpyError;
 use fourm_data::{
-    Assignment, Cursor, DataError, DatasetIndex, DatasetStore, LoaderConfig, RankStream,
-    ScanOptions, ShardReader, StepLoader, StoreConfig, read_tar, scan_dataset, shard_path,
-    write_tar,
+    DataError, DatasetIndex, DatasetStore, LoaderConfig, ScanOptions, ShardReader, StepLoader,
+    StoreConfig, read_tar, scan_dataset, shard_path, write_tar,
 };
+use fourm_plan::{Assignment, Cursor, RankStream};
 use futures::stream::BoxStream;
 use object_store::memory::InMemory;
 use object_store::path::Path;

@@ -68,7 +68,7 @@ proptest! {
         let bits = 8 * dtype.width as u32;
         let values: Vec<i64> = (0..rows * cols)
             .map(|i| {
-                let r = fourm_data::derive_seed(&[seed, i as u64]);
+                let r = fourm_plan::derive_seed(&[seed, i as u64]);
                 match (dtype.signed, bits) {
                     (_, 64) => r as i64 & i64::MAX,
                     (true, b) => (r >> (64 - b)) as i64 - (1i64 << (b - 1)),

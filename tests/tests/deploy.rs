@@ -8,32 +8,22 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use clap::CommandFactory;
 use fourm_coordinator::config::CoordinatorConfig;
 use fourm_worker::config::WorkerConfig;
 use serde_yaml_ng::Value;
 
 const EXE: &str = env!("CARGO_BIN_EXE_fourm-test-node");
 
-/// Environment variables each program reads (besides the generic RUST_LOG, HOME, NCCL_*, ...).
-const COORDINATOR_ENV: &[&str] = &[
-    "FOURM_COORDINATOR_CONFIG",
-    "FOURM_JOB_TOKEN",
-    "FOURM_DATASET",
-    "FOURM_CHECKPOINT_ROOT",
-    "FOURM_JOB_ID",
-    "FOURM_TOTAL_STEPS",
-    "FOURM_MIN_WORKERS",
-    "FOURM_MAX_WORKERS",
-];
-const WORKER_ENV: &[&str] = &[
-    "FOURM_WORKER_CONFIG",
-    "FOURM_JOB_TOKEN",
-    "FOURM_COORDINATOR",
-    "FOURM_WORKER_ID",
-    "FOURM_DATASET",
-    "FOURM_COLLECTIVE_LISTEN",
-    "FOURM_COLLECTIVE_ADVERTISE",
-];
+/// The `FOURM_*` variables a program reads: those of its flags (clap's `env`), read from its own
+/// argument definitions so that this list can never drift from the program.
+fn env_vars(command: clap::Command) -> BTreeSet<String> {
+    command
+        .get_arguments()
+        .filter_map(|a| a.get_env())
+        .map(|v| v.to_string_lossy().into_owned())
+        .collect()
+}
 
 fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
@@ -237,6 +227,10 @@ fn manifest_flags_and_environment_exist() {
     let synth = help_flags(&["data", "synth"]);
     assert!(coordinator.contains("check-config") && worker.contains("coordinator"));
     assert!(synth.contains("samples"));
+    let coordinator_env = env_vars(fourm_coordinator::cli::Args::command());
+    let worker_env = env_vars(fourm_worker::cli::Args::command());
+    let no_env = BTreeSet::new();
+    assert!(coordinator_env.contains("FOURM_JOB_TOKEN") && worker_env.contains("FOURM_WORKER_ID"));
 
     let mut containers = Vec::new();
     let manifests = files(&deploy_dir().join("k8s"), ".yaml");
@@ -263,10 +257,10 @@ fn manifest_flags_and_environment_exist() {
             continue;
         };
         seen.insert(format!("{program:?}"));
-        let (known, env): (&BTreeSet<String>, &[&str]) = match program {
-            Program::Coordinator => (&coordinator, COORDINATOR_ENV),
-            Program::Worker => (&worker, WORKER_ENV),
-            Program::Synth => (&synth, &[]),
+        let (known, env) = match program {
+            Program::Coordinator => (&coordinator, &coordinator_env),
+            Program::Worker => (&worker, &worker_env),
+            Program::Synth => (&synth, &no_env),
         };
         for flag in &flags {
             assert!(
@@ -277,7 +271,7 @@ fn manifest_flags_and_environment_exist() {
         }
         for var in fourm_env {
             assert!(
-                env.contains(&var.as_str()),
+                env.contains(var),
                 "{}: {program:?} does not read {var}",
                 c.origin
             );

@@ -9,13 +9,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use burn::tensor::{Device, Tensor, TensorData};
+use fourm_data::sha256_hex;
 use fourm_model::FourM;
 use fourm_model::optim::{AdamW, AdamWConfig, CosineSchedule, ParamLayout};
 use fourm_model::weights::{load_ml4m_bytes, to_safetensors_bytes};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// Names of the files rank 0 writes.
 pub const MODEL_FILE: &str = "model.safetensors";
@@ -323,14 +323,6 @@ pub async fn restore(
         adamw_step,
         trainer,
     })
-}
-
-/// SHA-256 in lowercase hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 fn host(t: Tensor<1>) -> Vec<f32> {

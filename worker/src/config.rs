@@ -1,5 +1,5 @@
 //! The worker's configuration: a TOML file (`deploy/worker.toml` is the documented template), then
-//! `FOURM_*` environment variables, then command-line flags. Unknown keys are errors; values are
+//! `FOURM_*` environment variables and command-line flags (see [`crate::cli`]). Unknown keys are errors; values are
 //! validated with errors that name the key. The `model`, `data` and `train` sections must be the
 //! same on every worker of a job: their digest is checked by the coordinator.
 
@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use fourm_model::{ArchVariant, FourMConfig, LossType};
+pub use fourm_process::ConfigError;
+use fourm_process::{load_toml, parse_toml};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -146,15 +148,12 @@ impl ModelSection {
             "base" => FourMConfig::base(variant),
             "large" => FourMConfig::large(variant),
             "xlarge" => FourMConfig::xlarge(variant),
-            name => FourMConfig::from_ml4m_name(name).map_err(|e| ConfigError::Invalid {
-                key: "model.preset",
-                reason: e.to_string(),
-            })?,
+            name => FourMConfig::from_ml4m_name(name)
+                .map_err(|e| ConfigError::invalid("model.preset", e.to_string()))?,
         };
-        config.validate().map_err(|e| ConfigError::Invalid {
-            key: "model.preset",
-            reason: e.to_string(),
-        })?;
+        config
+            .validate()
+            .map_err(|e| ConfigError::invalid("model.preset", e.to_string()))?;
         Ok(config)
     }
 }
@@ -279,87 +278,20 @@ impl Default for MetricsSection {
     }
 }
 
-/// A configuration problem, naming the key.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The file cannot be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Malformed TOML or an unknown key.
-    #[error("{path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The parser's message (names the key).
-        message: String,
-    },
-    /// A value is out of range.
-    #[error("invalid `{key}`: {reason}")]
-    Invalid {
-        /// Dotted key.
-        key: &'static str,
-        /// Why.
-        reason: String,
-    },
-}
-
 impl WorkerConfig {
     /// Parses a TOML document (`origin` names it in errors).
     pub fn from_toml(text: &str, origin: &Path) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: origin.to_path_buf(),
-            message: e.to_string(),
-        })
+        parse_toml(text, origin)
     }
 
     /// Reads a TOML file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_toml(&text, path)
-    }
-
-    /// Applies `FOURM_*` environment overrides (`FOURM_COORDINATOR`, `FOURM_WORKER_ID`,
-    /// `FOURM_DATASET`, `FOURM_COLLECTIVE_LISTEN`, `FOURM_COLLECTIVE_ADVERTISE`).
-    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        if let Some(v) = env("FOURM_COORDINATOR") {
-            self.coordinator.address = v;
-        }
-        if let Some(v) = env("FOURM_WORKER_ID") {
-            self.worker.id = Some(v);
-        }
-        if let Some(v) = env("FOURM_DATASET") {
-            self.data.dataset = v;
-        }
-        if let Some(v) = env("FOURM_COLLECTIVE_LISTEN") {
-            self.worker.collective_listen = v.parse().map_err(|e| ConfigError::Invalid {
-                key: "FOURM_COLLECTIVE_LISTEN",
-                reason: format!("`{v}`: {e}"),
-            })?;
-        }
-        if let Some(v) = env("FOURM_COLLECTIVE_ADVERTISE") {
-            self.worker.collective_advertise = Some(v);
-        }
-        Ok(())
+        load_toml(path)
     }
 
     /// Checks every value.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key: &'static str, reason: &str| {
-            Err(ConfigError::Invalid {
-                key,
-                reason: reason.into(),
-            })
-        };
+        let invalid = |key, reason| Err(ConfigError::invalid(key, reason));
         if !(self.coordinator.address.starts_with("http://")
             || self.coordinator.address.starts_with("https://"))
         {

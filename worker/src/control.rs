@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 
 use fourm_collective::AbortHandle;
 use fourm_proto::v1 as pb;
-use tokio::sync::watch;
+use tokio::sync::futures::Notified;
+use tokio::sync::{Notify, watch};
 
 /// Shared control state of one worker.
 #[derive(Debug)]
@@ -23,6 +24,7 @@ pub struct Control {
     shutdown: AtomicBool,
     finished: AtomicBool,
     join_tx: watch::Sender<u64>,
+    changed: Notify,
 }
 
 impl Control {
@@ -40,6 +42,7 @@ impl Control {
             shutdown: AtomicBool::new(false),
             finished: AtomicBool::new(false),
             join_tx,
+            changed: Notify::new(),
         };
         (c, join_rx)
     }
@@ -73,6 +76,7 @@ impl Control {
         {
             handle.abort();
         }
+        self.changed.notify_waiters();
     }
 
     /// Whether the current generation was aborted, and why.
@@ -111,6 +115,13 @@ impl Control {
     pub fn finish(&self) {
         self.finished.store(true, Ordering::SeqCst);
         self.shut_down();
+        self.changed.notify_waiters();
+    }
+
+    /// Resolves at the next abort, shutdown or finish (created before checking the state, it
+    /// does not miss one that happens in between).
+    pub fn changed(&self) -> Notified<'_> {
+        self.changed.notified()
     }
 
     /// Whether the coordinator said the job is finished (not merely that this worker must stop).

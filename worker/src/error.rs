@@ -1,8 +1,10 @@
 //! The worker's error type.
 
 use fourm_collective::CollectiveError;
-use fourm_data::{DataError, MaskError, PlanError, TokenizerError};
+use fourm_data::DataError;
+use fourm_masking::MaskError;
 use fourm_model::ModelError;
+use fourm_plan::PlanError;
 
 use crate::checkpoint::CheckpointError;
 use crate::client::ClientError;
@@ -29,12 +31,9 @@ pub enum WorkerError {
     /// The data plan or cursor.
     #[error(transparent)]
     Plan(#[from] PlanError),
-    /// Masking.
+    /// Masking or the text tokenizer.
     #[error(transparent)]
     Mask(#[from] MaskError),
-    /// The text tokenizer.
-    #[error(transparent)]
-    Tokenizer(#[from] TokenizerError),
     /// The model.
     #[error(transparent)]
     Model(#[from] ModelError),

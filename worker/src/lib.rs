@@ -11,13 +11,13 @@ pub mod client;
 pub mod config;
 pub mod control;
 mod error;
+pub mod generation;
 mod heartbeat;
 pub mod metrics;
 mod nccl;
 pub mod pipeline;
 mod reporter;
 mod run;
-pub mod session;
 pub mod setup;
 pub mod step;
 

@@ -6,7 +6,7 @@
 use fourm_collective::{AbortHandle, Collective, CollectiveError};
 
 use crate::error::WorkerError;
-use crate::session::Worker;
+use crate::generation::Worker;
 
 /// The collective, a collective failure (the generation then ends), or a worker error.
 pub(crate) type Connected = Result<Box<dyn Collective>, CollectiveError>;

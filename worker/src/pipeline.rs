@@ -7,11 +7,10 @@
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
-use fourm_data::{
-    DecodedSample, MaskedBatch, MaskedTensor, Masker, RankStream, StepLoader, TextTokenizer,
-    masking_input,
-};
+use fourm_data::{DecodedSample, StepLoader};
+use fourm_masking::{MaskedBatch, MaskedTensor, Masker, TextTokenizer, masking_input};
 use fourm_model::{Batch, ModalityBatch, ModalityData};
+use fourm_plan::RankStream;
 
 /// A batch ready for the step, with what it consumed.
 #[derive(Debug)]
@@ -59,7 +58,7 @@ impl BatchBuilder {
         let masked = samples
             .iter()
             .map(|(key, seed, sample)| {
-                let bad = |e: fourm_data::MaskError| PipelineError::Sample {
+                let bad = |e: fourm_masking::MaskError| PipelineError::Sample {
                     key: key.clone(),
                     reason: e.to_string(),
                 };

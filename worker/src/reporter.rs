@@ -3,10 +3,9 @@
 //! training goes on.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use fourm_proto::v1 as pb;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::client::Client;
 use crate::control::Control;
@@ -24,14 +23,14 @@ pub enum Report {
 #[derive(Clone)]
 pub struct Reporter {
     tx: mpsc::UnboundedSender<Report>,
-    committed: Arc<AtomicU64>,
+    committed: Arc<watch::Sender<u64>>,
 }
 
 impl Reporter {
     /// Starts the task on the current runtime.
     pub fn start(client: Client, control: Arc<Control>, runtime: &tokio::runtime::Handle) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<Report>();
-        let committed = Arc::new(AtomicU64::new(0));
+        let committed = Arc::new(watch::Sender::new(0));
         let seen = committed.clone();
         runtime.spawn(async move {
             while let Some(report) = rx.recv().await {
@@ -48,9 +47,7 @@ impl Reporter {
                     }
                 };
                 match result {
-                    Ok(step) => {
-                        seen.fetch_max(step, Ordering::SeqCst);
-                    }
+                    Ok(step) => raise(&seen, step),
                     Err(e) => {
                         tracing::warn!(error = %e, "coordinator refused a report");
                         control.abort(&format!("coordinator refused a report: {e}"));
@@ -68,11 +65,25 @@ impl Reporter {
 
     /// Latest committed checkpoint step the coordinator reported.
     pub fn committed(&self) -> u64 {
-        self.committed.load(Ordering::SeqCst)
+        *self.committed.borrow()
+    }
+
+    /// Follows the committed step.
+    pub fn watch_committed(&self) -> watch::Receiver<u64> {
+        self.committed.subscribe()
     }
 
     /// Sets the committed step (the checkpoint a generation restored).
     pub fn set_committed(&self, step: u64) {
-        self.committed.fetch_max(step, Ordering::SeqCst);
+        raise(&self.committed, step);
     }
+}
+
+/// Raises the committed step (never lowers it), waking its watchers.
+fn raise(committed: &watch::Sender<u64>, step: u64) {
+    committed.send_if_modified(|c| {
+        let higher = step > *c;
+        *c = (*c).max(step);
+        higher
+    });
 }

@@ -11,9 +11,9 @@ use crate::client::{Client, ClientError};
 use crate::config::{DeviceKind, WorkerConfig};
 use crate::control::Control;
 use crate::error::WorkerError;
+use crate::generation::{GenerationEnd, Worker};
 use crate::heartbeat::heartbeat_loop;
 use crate::reporter::Reporter;
-use crate::session::{GenerationEnd, Worker};
 use crate::setup::DataSetup;
 
 /// Runs the worker until the job finishes or `control` is shut down (for example on SIGTERM).

@@ -4,12 +4,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use fourm_data::{
-    AlphasConfig, DatasetIndex, DatasetStore, EpochPlan, MaskKind, Masker, MaskingConfig,
-    ModalityKind, ModalityMasking, Role, SequenceTokens, ShardReader, StoreConfig, TextTokenizer,
-    TokenRange, read_index,
+use fourm_data::{DatasetIndex, DatasetStore, ModalityKind, ShardReader, StoreConfig, read_index};
+use fourm_masking::{
+    AlphasConfig, MaskKind, Masker, MaskingConfig, ModalityMasking, Role, SequenceTokens,
+    TextTokenizer, TokenRange,
 };
 use fourm_model::{Modalities, ModalitySpec};
+use fourm_plan::EpochPlan;
 
 use crate::config::WorkerConfig;
 use crate::error::WorkerError;

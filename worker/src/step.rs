@@ -191,7 +191,7 @@ impl TrainState {
     pub fn param_digest(&self) -> Result<String, ModelError> {
         let values = host_values(self.layout.flatten_params(&self.model), "the parameters")?;
         let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        Ok(crate::checkpoint::sha256_hex(&bytes))
+        Ok(fourm_data::sha256_hex(&bytes))
     }
 }
 

@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use fourm_data::npy::{self, NpyArray};
-use fourm_data::synth::dataset::TOKENIZERS_DIR;
-use fourm_data::{DatasetStore, PatchTokenizer, RawFormat, StoreConfig, from_png, to_png};
+use fourm_data::{DatasetStore, StoreConfig};
 use fourm_model::ModalityKind;
 use fourm_model::generate::SpecialTokens;
+use fourm_synth::dataset::TOKENIZERS_DIR;
+use fourm_synth::{PatchTokenizer, RawFormat, from_png, to_png};
 
 use super::load::Loaded;
 
@@ -168,15 +169,6 @@ async fn image_tokenizer(loaded: &Loaded, modality: &str) -> anyhow::Result<Patc
 
 /// How the raw image of a `tok_<kind>@<res>` modality is stored.
 fn raw_format(modality: &str) -> anyhow::Result<RawFormat> {
-    let kind = modality
-        .strip_prefix("tok_")
-        .and_then(|r| r.split('@').next())
-        .unwrap_or("");
-    Ok(match kind {
-        "rgb" => RawFormat::Rgb,
-        "depth" => RawFormat::Depth,
-        "normal" => RawFormat::Normal,
-        "semseg" => RawFormat::Classes,
-        _ => bail!("no image format known for `{modality}`"),
-    })
+    RawFormat::of_modality(modality)
+        .with_context(|| format!("no image format known for `{modality}`"))
 }

@@ -15,6 +15,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use rand::Rng;
 
+use fourm_coordinator::config::{CoordinatorConfig, JobConfig, MembershipConfig, ServerConfig};
+use fourm_worker::config::{CoordinatorSection, MetricsSection, WorkerSection};
+
 use super::config::LaunchConfig;
 
 /// What to run.
@@ -306,54 +309,32 @@ fn write_coordinator_config(
     http: SocketAddr,
 ) -> anyhow::Result<()> {
     let l = &spec.config.launch;
-    let checkpoints = spec.checkpoint_dir();
-    let secs = |d: Duration| format!("{}ms", d.as_millis());
-    let mut doc = toml::Table::new();
-    doc.insert(
-        "server".into(),
-        toml::Value::Table(table(vec![
-            ("listen", toml::Value::from(grpc.to_string())),
-            ("metrics_listen", toml::Value::from(http.to_string())),
-            ("token_file", toml::Value::from(path_str(token)?)),
-        ])),
-    );
-    doc.insert(
-        "job".into(),
-        toml::Value::Table(table(vec![
-            ("id", toml::Value::from("fourm-launch")),
-            ("dataset", toml::Value::from(spec.dataset.clone())),
-            (
-                "checkpoint_root",
-                toml::Value::from(path_str(&checkpoints)?),
-            ),
-            ("seed", toml::Value::from(l.seed as i64)),
-            ("total_steps", toml::Value::from(l.steps as i64)),
-            (
-                "checkpoint_every",
-                toml::Value::from(l.checkpoint_every as i64),
-            ),
-            ("keep_last", toml::Value::from(3)),
-        ])),
-    );
-    doc.insert(
-        "membership".into(),
-        toml::Value::Table(table(vec![
-            (
-                "min_workers",
-                toml::Value::from(i64::from(spec.min_workers)),
-            ),
-            ("max_workers", toml::Value::from(i64::from(spec.workers))),
-            ("join_timeout", toml::Value::from(secs(spec.join_timeout))),
-            ("heartbeat_interval", toml::Value::from("250ms")),
-            (
-                "heartbeat_timeout",
-                toml::Value::from(secs(spec.heartbeat_timeout)),
-            ),
-        ])),
-    );
-    let path = spec.dir.join("config").join("coordinator.toml");
-    std::fs::write(&path, toml::to_string(&doc)?)
-        .with_context(|| format!("writing {}", path.display()))
+    let config = CoordinatorConfig {
+        server: ServerConfig {
+            listen: grpc,
+            metrics_listen: http,
+            token_file: Some(std::path::absolute(token)?),
+            ..ServerConfig::default()
+        },
+        job: JobConfig {
+            id: "fourm-launch".into(),
+            dataset: spec.dataset.clone(),
+            checkpoint_root: path_str(&spec.checkpoint_dir())?,
+            seed: l.seed,
+            total_steps: l.steps,
+            checkpoint_every: l.checkpoint_every,
+            keep_last: 3,
+        },
+        membership: MembershipConfig {
+            min_workers: spec.min_workers,
+            max_workers: spec.workers,
+            join_timeout: spec.join_timeout,
+            heartbeat_interval: Duration::from_millis(250),
+            heartbeat_timeout: spec.heartbeat_timeout,
+        },
+    };
+    config.validate()?;
+    write_toml(&spec.dir.join("config").join("coordinator.toml"), &config)
 }
 
 fn write_worker_config(
@@ -362,43 +343,38 @@ fn write_worker_config(
     grpc: SocketAddr,
     i: u32,
 ) -> anyhow::Result<()> {
-    let mut metrics = table(vec![
-        (
-            "log_every",
-            toml::Value::from(spec.config.launch.log_every as i64),
-        ),
-        (
-            "metrics_file",
-            toml::Value::from(path_str(&spec.metrics_file(i))?),
-        ),
-        ("param_digest", toml::Value::from(spec.param_digest)),
-    ]);
-    if spec.audit {
-        metrics.insert(
-            "audit_samples".into(),
-            path_str(&spec.audit_file(i))?.into(),
-        );
-    }
-    let mut local = toml::Table::new();
-    local.insert(
-        "coordinator".into(),
-        toml::Value::Table(table(vec![
-            ("address", toml::Value::from(format!("http://{grpc}"))),
-            ("token_file", toml::Value::from(path_str(token)?)),
-        ])),
-    );
-    local.insert(
-        "worker".into(),
-        toml::Value::Table(table(vec![
-            ("id", toml::Value::from(format!("worker-{i}"))),
-            ("collective_listen", toml::Value::from("127.0.0.1:0")),
-        ])),
-    );
-    local.insert("metrics".into(), toml::Value::Table(metrics));
-    let config = spec.config.worker(&spec.dataset, local)?;
-    let path = spec.dir.join("config").join(format!("worker-{i}.toml"));
-    std::fs::write(&path, toml::to_string(&config)?)
-        .with_context(|| format!("writing {}", path.display()))
+    let config = spec.config.worker(
+        &spec.dataset,
+        CoordinatorSection {
+            address: format!("http://{grpc}"),
+            token_file: Some(std::path::absolute(token)?),
+            tls_ca: None,
+        },
+        WorkerSection {
+            id: Some(format!("worker-{i}")),
+            collective_listen: "127.0.0.1:0".parse().expect("valid address"),
+            ..WorkerSection::default()
+        },
+        MetricsSection {
+            log_every: spec.config.launch.log_every,
+            metrics_file: Some(std::path::absolute(spec.metrics_file(i))?),
+            audit_samples: spec
+                .audit
+                .then(|| std::path::absolute(spec.audit_file(i)))
+                .transpose()?,
+            param_digest: spec.param_digest,
+            ..MetricsSection::default()
+        },
+    )?;
+    write_toml(
+        &spec.dir.join("config").join(format!("worker-{i}.toml")),
+        &config,
+    )
+}
+
+fn write_toml(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let text = toml::to_string(value).context("writing a configuration as TOML")?;
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
 fn path_str(p: &Path) -> anyhow::Result<String> {
@@ -406,11 +382,4 @@ fn path_str(p: &Path) -> anyhow::Result<String> {
     abs.to_str()
         .map(str::to_string)
         .with_context(|| format!("{} is not valid UTF-8", abs.display()))
-}
-
-fn table(entries: Vec<(&str, toml::Value)>) -> toml::Table {
-    entries
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
 }

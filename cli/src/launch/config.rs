@@ -1,11 +1,14 @@
 //! The settings of `fourm launch`: embedded defaults (`defaults.toml`), a user file merged over
 //! them key by key, then flags. `[model]`, `[data]` and `[train]` are the worker configuration's
-//! sections and are checked by it, so a typo is an error that names the key.
+//! own section types, so a typo is an error that names the key.
 
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use fourm_worker::config::WorkerConfig;
+use fourm_worker::config::{
+    CoordinatorSection, DataSection, MetricsSection, ModelSection, TrainSection, WorkerConfig,
+    WorkerSection,
+};
 use serde::Deserialize;
 
 /// The embedded defaults.
@@ -48,14 +51,25 @@ pub struct LaunchConfig {
     pub launch: LaunchSection,
     /// `[synthetic]`.
     pub synthetic: SyntheticSection,
-    /// `[model]`, `[data]` and `[train]` as TOML, completed per worker by [`Self::worker`].
-    shared: toml::Table,
+    /// `[model]` of every worker.
+    pub model: ModelSection,
+    /// `[data]` of every worker (its `dataset` is set per job by [`Self::worker`]).
+    pub data: DataSection,
+    /// `[train]` of every worker.
+    pub train: TrainSection,
+    /// The dataset set in `[data]`, if any (otherwise the synthetic one is used).
+    pub dataset: Option<String>,
 }
 
 impl LaunchConfig {
-    /// The defaults, with `user` (a TOML file) merged over them.
+    /// The defaults, with `user` (a TOML file) merged over them key by key; every section is
+    /// parsed by its own type, so a misspelt key is an error that names it.
     pub fn load(user: Option<&Path>) -> anyhow::Result<Self> {
         let mut table: toml::Table = DEFAULTS.parse().context("embedded launch defaults")?;
+        let origin = user.map_or_else(
+            || "the embedded defaults".to_string(),
+            |p| p.display().to_string(),
+        );
         if let Some(path) = user {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
@@ -72,59 +86,65 @@ impl LaunchConfig {
             }
             merge(&mut table, over);
         }
-        let section = |name: &str| {
+        let mut section = |name: &str| {
             table
-                .get(name)
-                .cloned()
+                .remove(name)
                 .unwrap_or_else(|| toml::Value::Table(toml::Table::new()))
         };
+        let invalid = |name: &str| format!("{origin}: invalid [{name}] section");
         let launch: LaunchSection = section("launch")
             .try_into()
-            .context("invalid [launch] section")?;
+            .with_context(|| invalid("launch"))?;
         let synthetic: SyntheticSection = section("synthetic")
             .try_into()
-            .context("invalid [synthetic] section")?;
-        let mut shared = toml::Table::new();
-        for name in ["model", "data", "train"] {
-            shared.insert(name.into(), section(name));
+            .with_context(|| invalid("synthetic"))?;
+        let model: ModelSection = section("model")
+            .try_into()
+            .with_context(|| invalid("model"))?;
+        let train: TrainSection = section("train")
+            .try_into()
+            .with_context(|| invalid("train"))?;
+        let mut data = section("data");
+        let dataset = data
+            .get("dataset")
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
+        if let toml::Value::Table(t) = &mut data {
+            t.entry("dataset").or_insert_with(|| "".into());
         }
+        let data: DataSection = data.try_into().with_context(|| invalid("data"))?;
         let config = Self {
             launch,
             synthetic,
-            shared,
+            model,
+            data,
+            train,
+            dataset,
         };
         config.validate()?;
         Ok(config)
     }
 
-    /// The dataset set in `[data]`, if any (otherwise the synthetic one is used).
-    pub fn dataset(&self) -> Option<String> {
-        self.shared
-            .get("data")
-            .and_then(|d| d.get("dataset"))
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-    }
-
-    /// The model preset name.
-    pub fn preset(&self) -> &str {
-        self.shared
-            .get("model")
-            .and_then(|m| m.get("preset"))
-            .and_then(|v| v.as_str())
-            .unwrap_or("debug")
-    }
-
-    /// The configuration of one worker; `local` fills the per-process keys (`[coordinator]`,
-    /// `[worker]`, `[metrics]`, `data.dataset`).
-    pub fn worker(&self, dataset: &str, local: toml::Table) -> anyhow::Result<WorkerConfig> {
-        let mut table = self.shared.clone();
-        if let Some(toml::Value::Table(data)) = table.get_mut("data") {
-            data.insert("dataset".into(), dataset.into());
-        }
-        merge(&mut table, local);
-        let text = toml::to_string(&table).context("writing the worker configuration")?;
-        let config = WorkerConfig::from_toml(&text, Path::new("<launch configuration>"))?;
+    /// The configuration of one worker of a job reading `dataset`: the shared sections, with the
+    /// per-process ones given.
+    pub fn worker(
+        &self,
+        dataset: &str,
+        coordinator: CoordinatorSection,
+        worker: WorkerSection,
+        metrics: MetricsSection,
+    ) -> anyhow::Result<WorkerConfig> {
+        let config = WorkerConfig {
+            coordinator,
+            worker,
+            model: self.model.clone(),
+            data: DataSection {
+                dataset: dataset.to_string(),
+                ..self.data.clone()
+            },
+            train: self.train.clone(),
+            metrics,
+        };
         config.validate()?;
         Ok(config)
     }
@@ -164,20 +184,28 @@ pub fn merge(base: &mut toml::Table, over: toml::Table) {
 mod tests {
     use super::*;
 
-    fn local() -> toml::Table {
-        toml::toml! {
-            [coordinator]
-            address = "http://127.0.0.1:1"
-            [worker]
-            id = "w0"
-        }
+    fn worker(c: &LaunchConfig, dataset: &str) -> anyhow::Result<WorkerConfig> {
+        c.worker(
+            dataset,
+            CoordinatorSection {
+                address: "http://127.0.0.1:1".into(),
+                token_file: None,
+                tls_ca: None,
+            },
+            WorkerSection {
+                id: Some("w0".into()),
+                ..WorkerSection::default()
+            },
+            MetricsSection::default(),
+        )
     }
 
     #[test]
     fn defaults_make_a_valid_worker() {
         let c = LaunchConfig::load(None).unwrap();
         assert_eq!(c.launch.workers, 2);
-        let w = c.worker("/tmp/data", local()).unwrap();
+        assert_eq!(c.dataset, None);
+        let w = worker(&c, "/tmp/data").unwrap();
         assert_eq!(w.model.preset, "debug");
         assert_eq!(w.data.dataset, "/tmp/data");
         assert_eq!(w.worker.id.as_deref(), Some("w0"));
@@ -191,11 +219,14 @@ mod tests {
         let c = LaunchConfig::load(Some(&path)).unwrap();
         assert_eq!(c.launch.steps, 7);
         assert_eq!(c.launch.workers, 2);
-        assert_eq!(c.worker("d", local()).unwrap().train.batch_size, 3);
+        assert_eq!(worker(&c, "d").unwrap().train.batch_size, 3);
+
+        std::fs::write(&path, "[data]\ndataset = \"s3://b/d\"\n").unwrap();
+        let c = LaunchConfig::load(Some(&path)).unwrap();
+        assert_eq!(c.dataset.as_deref(), Some("s3://b/d"));
 
         std::fs::write(&path, "[train]\nbatch_sise = 3\n").unwrap();
-        let c = LaunchConfig::load(Some(&path)).unwrap();
-        let e = c.worker("d", local()).unwrap_err();
+        let e = LaunchConfig::load(Some(&path)).unwrap_err();
         assert!(format!("{e:#}").contains("batch_sise"), "{e:#}");
 
         std::fs::write(&path, "[lanch]\nsteps = 3\n").unwrap();

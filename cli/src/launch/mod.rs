@@ -69,7 +69,7 @@ pub fn run(args: LaunchArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let dataset = match config.dataset() {
+    let dataset = match config.dataset.clone() {
         Some(url) => url,
         None => synthetic_dataset(&out, &config)?,
     };
@@ -81,7 +81,7 @@ pub fn run(args: LaunchArgs) -> anyhow::Result<ExitCode> {
     eprintln!(
         "fourm launch: {} workers, {steps} steps, model `{}`, job folder {}{}",
         spec.workers,
-        spec.config.preset(),
+        spec.config.model.preset,
         out.display(),
         if resuming {
             " (resuming from its last checkpoint)"

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use fourm_data::{Assignment, Cursor, EpochPlan, PlanError};
+use fourm_plan::{Assignment, Cursor, EpochPlan, PlanError};
 
 use crate::manifest::ManifestFile;
 

@@ -10,10 +10,8 @@ use std::time::{Duration, Instant};
 
 use fourm_data::fixtures::{FixtureSpec, write_fixture};
 use fourm_data::moto::MotoServer;
-use fourm_data::{
-    Assignment, Cursor, DatasetIndex, DatasetStore, LoaderConfig, RankStream, ShardReader,
-    StepLoader, StoreConfig,
-};
+use fourm_data::{DatasetIndex, DatasetStore, LoaderConfig, ShardReader, StepLoader, StoreConfig};
+use fourm_plan::{Assignment, Cursor, RankStream};
 
 fn main() -> Result<(), Box<dyn Error>> {
     let args: Vec<u32> = std::env::args()

@@ -1,11 +1,11 @@
 //! `fourm-coordinator`: parses flags, builds the configuration, serves until SIGINT/SIGTERM.
 
 use clap::Parser;
-use fourm_coordinator::cli::{Args, init_logging, main as serve};
+use fourm_coordinator::cli::{Args, main as serve};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_logging(args.log_json);
+    fourm_process::init_logging(args.process.log_json, "info");
     serve(args).await
 }

@@ -1,7 +1,7 @@
 //! `fourm-worker`: parses flags, builds the configuration, trains until the job ends.
 
 use clap::Parser;
-use fourm_worker::cli::{Args, init_logging, main as train};
+use fourm_worker::cli::{Args, main as train};
 
 // Training allocates and frees large buffers every step; mimalloc keeps them instead of paying
 // page faults on every step as glibc does.
@@ -11,6 +11,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_logging(args.log_json);
+    fourm_process::init_logging(args.process.log_json, "info");
     train(args).await
 }

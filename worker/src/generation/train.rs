@@ -1,0 +1,186 @@
+//! Phase 4 of a generation: the training loop. Each step reads its batch from the input pipeline,
+//! runs the data-parallel step, reports progress and metrics, records its samples for the audit,
+//! and checkpoints where the coordinator's policy says.
+
+use std::time::Instant;
+
+use fourm_collective::Collective;
+use fourm_data::{LoaderConfig, StepLoader};
+use fourm_model::StepOptions;
+use fourm_plan::RankStream;
+use fourm_proto::v1 as pb;
+
+use super::{GenerationEnd, Joined, Worker};
+use crate::audit::AuditRecord;
+use crate::error::WorkerError;
+use crate::metrics::{MetricsLine, StepReport, step_flops};
+use crate::pipeline::{Prefetcher, PreparedBatch};
+use crate::reporter::Report;
+use crate::setup::DataSetup;
+use crate::step::{StepError, StepResult, TrainState};
+
+impl Worker {
+    /// Phase 4: trains until the job's last step (`None`) or the generation's end.
+    pub(super) fn train(
+        &self,
+        joined: &Joined,
+        state: &mut TrainState,
+        collective: &mut dyn Collective,
+    ) -> Result<Option<GenerationEnd>, WorkerError> {
+        let cfg = &self.config;
+        let mut inputs = self.start_inputs(joined)?;
+        let options = StepOptions {
+            loss: cfg.train.loss,
+            ..StepOptions::new(cfg.data.input_tokens, cfg.data.target_tokens)
+        };
+        let cost = StepCost {
+            model: cfg.model.build()?,
+            mean_vocab: mean_target_vocab(&self.data),
+        };
+        self.control.set_phase(pb::WorkerPhase::Training);
+        while state.step < joined.total_steps {
+            if let Some(reason) = self.control.aborted() {
+                return Ok(Some(GenerationEnd::Aborted(reason)));
+            }
+            let t0 = Instant::now();
+            let (prepared, waited) = inputs.next_batch()?;
+            let vote = joined.rank == 0 && self.control.take_checkpoint_request();
+            let result = match state.step(&prepared.batch, &options, collective, vote) {
+                Ok(r) => r,
+                Err(StepError::Collective(e)) => {
+                    return Ok(Some(self.collective_failed(joined.generation, &e)));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            self.control
+                .step
+                .store(state.step, std::sync::atomic::Ordering::SeqCst);
+            let report = self.step_report(state.step, &result, &prepared, &cost, t0, waited);
+            self.after_step(joined, state, prepared, &report)?;
+            let every = joined.checkpoint_every;
+            if (every > 0 && state.step.is_multiple_of(every))
+                || state.step == joined.total_steps
+                || result.checkpoint_requested
+            {
+                self.checkpoint(joined, state)?;
+            }
+            self.flush_audit()?;
+        }
+        Ok(None)
+    }
+
+    /// The input pipeline of this rank: its stream from the generation's cursor, read ahead.
+    fn start_inputs(&self, joined: &Joined) -> Result<Prefetcher, WorkerError> {
+        let cfg = &self.config;
+        let stream = RankStream::new(
+            &joined.plan,
+            &joined.assignment,
+            joined.rank,
+            cfg.data.mix,
+            &joined.cursor,
+        );
+        let loader = StepLoader::new(
+            self.data.reader.clone(),
+            LoaderConfig {
+                shards_in_flight: cfg.data.shards_in_flight,
+            },
+            self.runtime.clone(),
+        )?;
+        Ok(Prefetcher::start(
+            loader,
+            stream,
+            self.data.builder()?,
+            cfg.train.batch_size,
+            2,
+        ))
+    }
+
+    fn step_report(
+        &self,
+        step: u64,
+        result: &StepResult,
+        prepared: &PreparedBatch,
+        cost: &StepCost,
+        t0: Instant,
+        waited: std::time::Duration,
+    ) -> StepReport {
+        let cfg = &self.config;
+        let tokens = cfg.data.input_tokens + cfg.data.target_tokens;
+        StepReport {
+            step,
+            loss: result.loss,
+            modality_loss: result.modality_loss.iter().cloned().collect(),
+            grad_norm: result.grad_norm,
+            lr: result.lr,
+            elapsed: t0.elapsed(),
+            data_wait: waited,
+            tokens: prepared.batch.batch_size * tokens,
+            flops: step_flops(
+                &cost.model,
+                prepared.batch.batch_size,
+                cfg.data.input_tokens,
+                cfg.data.target_tokens,
+                cost.mean_vocab,
+            ),
+        }
+    }
+
+    /// Progress to the coordinator, the log line, the metrics file and the audit record.
+    fn after_step(
+        &self,
+        joined: &Joined,
+        state: &TrainState,
+        prepared: PreparedBatch,
+        report: &StepReport,
+    ) -> Result<(), WorkerError> {
+        let cfg = &self.config;
+        let (g, rank, step) = (joined.generation, joined.rank, state.step);
+        let entries = prepared
+            .progress
+            .iter()
+            .map(|&(entry, consumed)| pb::EntryProgress { entry, consumed })
+            .collect();
+        self.reporter.send(Report::Progress(pb::ProgressRequest {
+            worker_id: self.id.clone(),
+            generation: g,
+            step,
+            entries,
+            metrics: Some(report.to_proto(cfg.metrics.peak_flops)),
+        }));
+        if rank == 0 && (step.is_multiple_of(cfg.metrics.log_every) || step == joined.total_steps) {
+            report.log(cfg.metrics.peak_flops);
+        }
+        if let Some(path) = &cfg.metrics.metrics_file {
+            let mut line = MetricsLine::new(g, rank, joined.world, report);
+            if cfg.metrics.param_digest {
+                line.params_sha256 = Some(state.param_digest()?);
+            }
+            line.append(path)
+                .map_err(|e| WorkerError::io(format!("writing {}", path.display()), e))?;
+        }
+        if let Some(audit) = &self.audit {
+            let record = AuditRecord {
+                generation: g,
+                rank,
+                step,
+                samples: prepared.keys,
+            };
+            audit
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .record(record);
+        }
+        Ok(())
+    }
+}
+
+/// What the FLOP estimate of a step needs.
+struct StepCost {
+    model: fourm_model::FourMConfig,
+    mean_vocab: usize,
+}
+
+fn mean_target_vocab(data: &DataSetup) -> usize {
+    let v: Vec<usize> = data.modalities.targets().map(|s| s.vocab_size).collect();
+    v.iter().sum::<usize>() / v.len().max(1)
+}
