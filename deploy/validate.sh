@@ -18,7 +18,7 @@ k8s="$here/k8s"
 versions=(1.31.0 1.32.0 1.33.0 1.34.0 1.35.0)
 kustomizations=(base overlays/cpu-demo overlays/gpu jobset)
 # Plain manifests that no kustomization includes.
-plain=(secrets/job-token.example.yaml secrets/object-store.example.yaml)
+plain=(secrets/job-token.example.yaml secrets/object-store.example.yaml secrets/tls.example.yaml)
 
 for tool in kubectl kubernetes-validate; do
   command -v "$tool" >/dev/null || { echo "validate.sh: $tool not found" >&2; exit 2; }

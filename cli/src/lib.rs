@@ -45,6 +45,9 @@ pub enum Command {
 
 /// The `fourm` program: parses the command line, runs it, prints an error.
 pub fn main() -> ExitCode {
+    // Tests inject faults through the `FAILPOINTS` environment variable.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

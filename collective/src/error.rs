@@ -41,6 +41,8 @@ pub enum RejectReason {
     },
     /// Different protocol version or byte order.
     Protocol,
+    /// The hello's authentication code is wrong (another job's key, a forgery) or replayed.
+    Unauthenticated,
 }
 
 impl fmt::Display for RejectReason {
@@ -49,6 +51,7 @@ impl fmt::Display for RejectReason {
             Self::Generation { theirs } => write!(f, "the peer is in generation {theirs}"),
             Self::Rank { expected } => write!(f, "the peer expects rank {expected}"),
             Self::Protocol => f.write_str("protocol version or byte order differs"),
+            Self::Unauthenticated => f.write_str("the hello is not authenticated by the job's key"),
         }
     }
 }

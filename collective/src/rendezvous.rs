@@ -1,15 +1,18 @@
 //! Setting up one generation of the ring: connect to the right neighbour, accept the left one.
 //!
 //! Each rank owns a listener bound once for the life of the worker and reused by every
-//! generation. A connecting rank announces `(generation, rank, world size)`; the acceptor refuses
-//! any connection that is not its left neighbour of the same generation, so a stale peer of an
-//! older generation (or anything else that finds the port) cannot join. Both directions retry
-//! until the connect timeout while the peer is not up yet, and both stop when the abort handle
-//! fires.
+//! generation. A connecting rank announces `(generation, rank, world size)` in a hello
+//! authenticated by the ring's key; the acceptor refuses any connection that is not its left
+//! neighbour of the same generation, so neither a stale peer of an older generation nor anything
+//! else that finds the port (without the job's key) can join. Greetings are read concurrently, so
+//! connections that say nothing cannot use up the rendezvous window. Both directions retry until
+//! the connect timeout while the peer is not up yet, and both stop when the abort handle fires.
 
+use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use crate::wire::{Hello, Reply};
@@ -17,6 +20,8 @@ use crate::{AbortHandle, CollectiveError, Operation, Peer, RejectReason};
 
 /// How long an accepted connection may take to say hello before it is dropped.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections being greeted at once; more are closed at once.
+const MAX_GREETING: usize = 64;
 /// How often blocked rendezvous steps look at the abort handle.
 const POLL: Duration = Duration::from_millis(20);
 /// Pause between connection attempts: starts small, doubles up to the maximum.
@@ -32,6 +37,8 @@ pub struct Rendezvous {
     pub rank: usize,
     /// The listener addresses of all ranks, in rank order (`peers.len()` is the world size).
     pub peers: Vec<SocketAddr>,
+    /// The ring's key: hellos carry an HMAC under it (fourm derives it from the job token).
+    pub key: Vec<u8>,
 }
 
 impl Rendezvous {
@@ -135,6 +142,7 @@ fn connect_right(
         rank: rv.rank as u64,
         world_size: rv.world_size() as u64,
     };
+    let key = rv.key.as_slice();
     let started = Instant::now();
     let mut attempts = 0u32;
     let mut last_error = None;
@@ -154,7 +162,13 @@ fn connect_right(
             }));
         }
         attempts += 1;
-        match introduce(addr, &hello, deadline, abort, failed) {
+        match introduce(
+            addr,
+            &hello.encode(key, rand::random()),
+            deadline,
+            abort,
+            failed,
+        ) {
             Ok((stream, Reply::Accept)) => {
                 tracing::debug!(rank = rv.rank, peer = %peer, attempts, "connected to right neighbour");
                 return Ok(stream);
@@ -206,7 +220,7 @@ enum Introduce {
 /// One connection attempt: connect, send the hello, read the reply.
 fn introduce(
     addr: SocketAddr,
-    hello: &Hello,
+    hello: &[u8; Hello::LEN],
     deadline: Instant,
     abort: &AbortHandle,
     failed: &AtomicBool,
@@ -218,9 +232,7 @@ fn introduce(
     stream
         .set_write_timeout(Some(remaining.max(POLL)))
         .map_err(Introduce::Io)?;
-    (&stream)
-        .write_all(&hello.encode())
-        .map_err(Introduce::Io)?;
+    (&stream).write_all(hello).map_err(Introduce::Io)?;
     let mut reply = [0u8; Reply::LEN];
     match read_polling(&stream, &mut reply, deadline, abort, failed) {
         Ok(true) => {}
@@ -232,7 +244,8 @@ fn introduce(
 }
 
 /// Accepts connections until the left neighbour of this generation introduces itself; refuses
-/// and drops every other one. `Err(None)`: stopped (see [`connect_right`]).
+/// and drops every other one. Each connection is greeted on a thread of its own, so that a slow
+/// or silent one does not hold up the others. `Err(None)`: stopped (see [`connect_right`]).
 fn accept_left(
     listener: &TcpListener,
     rv: &Rendezvous,
@@ -251,59 +264,90 @@ fn accept_left(
     };
     listener.set_nonblocking(true).map_err(io_error)?;
     let started = Instant::now();
-    let result = loop {
-        if abort.is_aborted() || failed.load(Ordering::SeqCst) {
-            break Err(None);
-        }
-        if Instant::now() >= deadline {
-            break Err(Some(CollectiveError::RendezvousTimeout {
-                rank: rv.rank,
-                peer,
-                waited: started.elapsed(),
-                attempts: 0,
-                last_error: None,
-            }));
-        }
-        let (stream, from) = match listener.accept() {
-            Ok(accepted) => accepted,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                pause(Duration::from_millis(1), deadline, abort, failed);
+    let seen: Mutex<HashSet<[u8; 16]>> = Mutex::new(HashSet::new());
+    let greeting = AtomicUsize::new(0);
+    let found = AtomicBool::new(false);
+    let done = AtomicBool::new(false);
+    let (tx, rx) = mpsc::channel::<TcpStream>();
+    let result = std::thread::scope(|s| {
+        let stop = || abort.is_aborted() || failed.load(Ordering::SeqCst);
+        let result = loop {
+            if let Ok(stream) = rx.try_recv() {
+                break Ok(stream);
+            }
+            if stop() {
+                break Err(None);
+            }
+            if Instant::now() >= deadline {
+                break Err(Some(CollectiveError::RendezvousTimeout {
+                    rank: rv.rank,
+                    peer,
+                    waited: started.elapsed(),
+                    attempts: 0,
+                    last_error: None,
+                }));
+            }
+            let (stream, from) = match listener.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    pause(Duration::from_millis(1), deadline, abort, failed);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!(rank = rv.rank, error = %e, "accept failed");
+                    pause(POLL, deadline, abort, failed);
+                    continue;
+                }
+            };
+            if greeting.load(Ordering::SeqCst) >= MAX_GREETING {
+                tracing::warn!(rank = rv.rank, %from, "too many connections greeting at once; closed one");
                 continue;
             }
-            Err(e) => {
-                tracing::debug!(rank = rv.rank, error = %e, "accept failed");
-                pause(POLL, deadline, abort, failed);
-                continue;
-            }
+            greeting.fetch_add(1, Ordering::SeqCst);
+            let (tx, seen, greeting, found, done) = (tx.clone(), &seen, &greeting, &found, &done);
+            s.spawn(move || {
+                let outcome = greet(stream, rv, deadline, seen, found, abort, done);
+                greeting.fetch_sub(1, Ordering::SeqCst);
+                match outcome {
+                    Ok(Some(stream)) => {
+                        let _ = tx.send(stream);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::debug!(rank = rv.rank, %from, error = %e, "dropped a connection")
+                    }
+                }
+            });
         };
-        match greet(stream, rv, deadline, abort, failed) {
-            Ok(Some(stream)) => break Ok(stream),
-            Ok(None) => {}
-            Err(e) => tracing::debug!(rank = rv.rank, %from, error = %e, "dropped a connection"),
-        }
-    };
+        // Greeters still reading a hello stop at once; the scope waits for them.
+        done.store(true, Ordering::SeqCst);
+        result
+    });
     listener.set_nonblocking(false).map_err(io_error)?;
     result
 }
 
 /// Reads an accepted connection's hello and answers it: `Some(stream)` for the expected left
-/// neighbour of this generation, `None` (after a refusal) for anyone else.
+/// neighbour of this generation (authenticated, its nonce never seen before), `None` (after a
+/// refusal, or when `done`) for anyone else.
 fn greet(
     stream: TcpStream,
     rv: &Rendezvous,
     deadline: Instant,
+    seen: &Mutex<HashSet<[u8; 16]>>,
+    found: &AtomicBool,
     abort: &AbortHandle,
-    failed: &AtomicBool,
+    done: &AtomicBool,
 ) -> io::Result<Option<TcpStream>> {
     stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
     let mut hello = [0u8; Hello::LEN];
     let hello_deadline = deadline.min(Instant::now() + HELLO_TIMEOUT);
-    if !read_polling(&stream, &mut hello, hello_deadline, abort, failed)? {
+    if !read_polling(&stream, &mut hello, hello_deadline, abort, done)? {
         return Ok(None);
     }
     let expected = rv.left().rank;
-    let reply = match Hello::decode(&hello) {
+    let reply = match Hello::decode(&hello, &rv.key) {
         Err(None) => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -311,12 +355,17 @@ fn greet(
             ));
         }
         Err(Some(reason)) => Reply::Reject(reason),
-        Ok(h) if h.generation != rv.generation => Reply::Reject(RejectReason::Generation {
+        Ok((_, nonce)) if !seen.lock().unwrap_or_else(|e| e.into_inner()).insert(nonce) => {
+            Reply::Reject(RejectReason::Unauthenticated)
+        }
+        Ok((h, _)) if h.generation != rv.generation => Reply::Reject(RejectReason::Generation {
             theirs: rv.generation,
         }),
-        Ok(h) if h.rank != expected as u64 || h.world_size != rv.world_size() as u64 => {
+        Ok((h, _)) if h.rank != expected as u64 || h.world_size != rv.world_size() as u64 => {
             Reply::Reject(RejectReason::Rank { expected })
         }
+        // One left neighbour only: a second valid hello is a replay.
+        Ok(_) if found.swap(true, Ordering::SeqCst) => Reply::Reject(RejectReason::Unauthenticated),
         Ok(_) => Reply::Accept,
     };
     stream.set_write_timeout(Some(HELLO_TIMEOUT))?;
@@ -377,5 +426,47 @@ fn pause(pause: Duration, deadline: Instant, abort: &AbortHandle, failed: &Atomi
             return;
         }
         std::thread::sleep(left.min(POLL));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hello played twice in one rendezvous (the same bytes on two connections) makes one
+    /// neighbour only: exactly one connection is accepted.
+    #[test]
+    fn a_replayed_hello_makes_no_second_neighbour() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a0 = listener.local_addr().unwrap();
+        let rv = Rendezvous {
+            generation: 5,
+            rank: 0,
+            peers: vec![a0, "127.0.0.1:9".parse().unwrap()],
+            key: b"k".to_vec(),
+        };
+        let hello = Hello {
+            generation: 5,
+            rank: 1,
+            world_size: 2,
+        }
+        .encode(b"k", [7; 16]);
+        let mut copies: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(a0).unwrap()).collect();
+        for c in &mut copies {
+            c.write_all(&hello).unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (abort, failed) = (AbortHandle::new(), AtomicBool::new(false));
+        assert!(accept_left(&listener, &rv, deadline, &abort, &failed).is_ok());
+        let accepted = copies
+            .iter_mut()
+            .filter_map(|c| {
+                let mut reply = [0u8; Reply::LEN];
+                c.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+                c.read_exact(&mut reply).ok()?;
+                Reply::decode(&reply).filter(|r| *r == Reply::Accept)
+            })
+            .count();
+        assert_eq!(accepted, 1, "one neighbour per rendezvous");
     }
 }

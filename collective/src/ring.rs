@@ -64,7 +64,7 @@ impl RingConfig {
 /// // For each generation, the coordinator hands out the generation, the rank and the addresses.
 /// let rendezvous = Rendezvous { generation: 3, rank: 0, peers: vec![
 ///     "10.0.0.1:7000".parse()?, "10.0.0.2:7000".parse()?,
-/// ] };
+/// ], key: b"the job's ring key".to_vec() };
 /// let abort = AbortHandle::new(); // kept by the watchdog
 /// let mut ring = RingCollective::connect(&listener, &rendezvous, &RingConfig::default(), abort)?;
 /// let mut grads = vec![0.0f32; 1 << 20];

@@ -1,13 +1,21 @@
 //! The ring's wire format: the rendezvous hello and reply, and the header that starts every
 //! operation. Fields are little-endian; buffers travel as raw native `f32` bytes, so the hello
 //! carries a byte-order probe and ranks of different byte order refuse each other.
+//!
+//! The hello is authenticated: it carries a fresh random nonce and an HMAC-SHA256, under the
+//! ring's key (derived from the job token), of everything it says. Without the key nobody can
+//! introduce itself as a rank; the acceptor refuses a nonce it has seen, so a recorded hello
+//! cannot be played again.
 
 use std::fmt;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 use crate::{Operation, RejectReason};
 
 /// Protocol version carried in the hello; bumped on any change of this file.
-const PROTOCOL_VERSION: u32 = 1;
+const PROTOCOL_VERSION: u32 = 2;
 const HELLO_MAGIC: u32 = u32::from_le_bytes(*b"4MRG");
 const REPLY_MAGIC: u32 = u32::from_le_bytes(*b"4MRY");
 const OP_MAGIC: u32 = u32::from_le_bytes(*b"4MOP");
@@ -20,10 +28,14 @@ pub(crate) struct Hello {
     pub world_size: u64,
 }
 
-impl Hello {
-    pub const LEN: usize = 36;
+/// The bytes a hello's authentication code covers (everything before it).
+const SIGNED: usize = 52;
 
-    pub fn encode(&self) -> [u8; Self::LEN] {
+impl Hello {
+    pub const LEN: usize = SIGNED + 32;
+
+    /// The hello, with `nonce` and its authentication code under `key`.
+    pub fn encode(&self, key: &[u8], nonce: [u8; 16]) -> [u8; Self::LEN] {
         let mut out = [0u8; Self::LEN];
         out[0..4].copy_from_slice(&HELLO_MAGIC.to_le_bytes());
         out[4..8].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
@@ -31,24 +43,45 @@ impl Hello {
         out[16..24].copy_from_slice(&self.rank.to_le_bytes());
         out[24..32].copy_from_slice(&self.world_size.to_le_bytes());
         out[32..36].copy_from_slice(&1.0f32.to_ne_bytes());
+        out[36..SIGNED].copy_from_slice(&nonce);
+        let tag = mac(key)
+            .chain_update(&out[..SIGNED])
+            .finalize()
+            .into_bytes();
+        out[SIGNED..].copy_from_slice(&tag);
         out
     }
 
-    /// Decodes a hello; `Err(None)` when the bytes are not a hello at all, `Err(Some(reason))`
-    /// when they are one that this rank cannot talk to.
-    pub fn decode(bytes: &[u8; Self::LEN]) -> Result<Self, Option<RejectReason>> {
+    /// Decodes and authenticates a hello; `Err(None)` when the bytes are not a hello at all,
+    /// `Err(Some(reason))` when they are one that this rank cannot or must not talk to. Returns
+    /// the nonce too, for the caller's replay check.
+    pub fn decode(
+        bytes: &[u8; Self::LEN],
+        key: &[u8],
+    ) -> Result<(Self, [u8; 16]), Option<RejectReason>> {
         if u32_at(bytes, 0) != HELLO_MAGIC {
             return Err(None);
         }
         if u32_at(bytes, 4) != PROTOCOL_VERSION || bytes[32..36] != 1.0f32.to_ne_bytes() {
             return Err(Some(RejectReason::Protocol));
         }
-        Ok(Self {
+        mac(key)
+            .chain_update(&bytes[..SIGNED])
+            .verify_slice(&bytes[SIGNED..])
+            .map_err(|_| Some(RejectReason::Unauthenticated))?;
+        let mut nonce = [0u8; 16];
+        nonce.copy_from_slice(&bytes[36..SIGNED]);
+        let hello = Self {
             generation: u64_at(bytes, 8),
             rank: u64_at(bytes, 16),
             world_size: u64_at(bytes, 24),
-        })
+        };
+        Ok((hello, nonce))
     }
+}
+
+fn mac(key: &[u8]) -> Hmac<Sha256> {
+    <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length")
 }
 
 /// The accepting rank's answer to a hello.
@@ -67,6 +100,7 @@ impl Reply {
             Self::Reject(RejectReason::Generation { theirs }) => (1, theirs),
             Self::Reject(RejectReason::Rank { expected }) => (2, expected as u64),
             Self::Reject(RejectReason::Protocol) => (3, 0),
+            Self::Reject(RejectReason::Unauthenticated) => (4, 0),
         };
         let mut out = [0u8; Self::LEN];
         out[0..4].copy_from_slice(&REPLY_MAGIC.to_le_bytes());
@@ -88,6 +122,7 @@ impl Reply {
                 expected: usize::try_from(value).ok()?,
             })),
             3 => Some(Self::Reject(RejectReason::Protocol)),
+            4 => Some(Self::Reject(RejectReason::Unauthenticated)),
             _ => None,
         }
     }
@@ -182,12 +217,17 @@ mod tests {
             rank: 3,
             world_size: 4,
         };
-        assert_eq!(Hello::decode(&hello.encode()), Ok(hello));
+        let nonce = [5u8; 16];
+        assert_eq!(
+            Hello::decode(&hello.encode(b"key", nonce), b"key"),
+            Ok((hello, nonce))
+        );
         for reply in [
             Reply::Accept,
             Reply::Reject(RejectReason::Generation { theirs: 9 }),
             Reply::Reject(RejectReason::Rank { expected: 2 }),
             Reply::Reject(RejectReason::Protocol),
+            Reply::Reject(RejectReason::Unauthenticated),
         ] {
             assert_eq!(Reply::decode(&reply.encode()), Some(reply));
         }
@@ -209,26 +249,36 @@ mod tests {
     #[test]
     fn foreign_bytes_are_refused() {
         let junk = [0xabu8; 64];
-        assert_eq!(
-            Hello::decode(junk[..Hello::LEN].try_into().unwrap()),
-            Err(None)
-        );
+        let junk_hello = [0xabu8; Hello::LEN];
+        assert_eq!(Hello::decode(&junk_hello, b"key"), Err(None));
         assert_eq!(Reply::decode(junk[..Reply::LEN].try_into().unwrap()), None);
         assert_eq!(
             OpSignature::decode(junk[..OpSignature::LEN].try_into().unwrap()),
             None
         );
 
-        let mut other_version = Hello {
+        let hello = Hello {
             generation: 1,
             rank: 0,
             world_size: 2,
-        }
-        .encode();
+        };
+        let mut other_version = hello.encode(b"key", [0; 16]);
         other_version[4] = 99;
         assert_eq!(
-            Hello::decode(&other_version),
+            Hello::decode(&other_version, b"key"),
             Err(Some(RejectReason::Protocol))
+        );
+        // Another key, or any byte changed after signing: not authenticated.
+        let signed = hello.encode(b"key", [1; 16]);
+        assert_eq!(
+            Hello::decode(&signed, b"other key"),
+            Err(Some(RejectReason::Unauthenticated))
+        );
+        let mut forged = signed;
+        forged[16] = 1;
+        assert_eq!(
+            Hello::decode(&forged, b"key"),
+            Err(Some(RejectReason::Unauthenticated))
         );
 
         let mut bad_kind = OpSignature {

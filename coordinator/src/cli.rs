@@ -111,12 +111,13 @@ pub async fn main(args: Args) -> anyhow::Result<()> {
         .await
         .context("reading the dataset index")?;
     let plan = index.plan(config.job.seed).context("epoch plan")?;
-    let ckpt = DatasetStore::create(&config.job.checkpoint_root, StoreConfig::default())
+    let ckpt = DatasetStore::open_durable(&config.job.checkpoint_root, StoreConfig::default())
         .context("checkpoint store")?;
     let storage = Storage {
         store: ckpt.inner().clone(),
         root: ckpt.root().clone(),
         url: config.job.checkpoint_root.clone(),
+        local: ckpt.local_dir().map(Into::into),
     };
     let grpc = tokio::net::TcpListener::bind(config.server.listen)
         .await

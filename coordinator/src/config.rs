@@ -33,7 +33,8 @@ pub struct CoordinatorConfig {
 pub struct ServerConfig {
     /// gRPC address.
     pub listen: SocketAddr,
-    /// HTTP address of `/metrics` and `/status`.
+    /// HTTP address of `/metrics` and `/status`: this host only unless set (they are not
+    /// authenticated).
     pub metrics_listen: SocketAddr,
     /// Largest accepted gRPC message.
     pub max_message_size: bytesize::ByteSize,
@@ -49,7 +50,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: "0.0.0.0:50051".parse().expect("valid address"),
-            metrics_listen: "0.0.0.0:9090".parse().expect("valid address"),
+            metrics_listen: "127.0.0.1:9090".parse().expect("valid address"),
             max_message_size: bytesize::ByteSize::mib(4),
             token_file: None,
             tls_cert: None,
@@ -79,6 +80,21 @@ pub struct JobConfig {
     /// Committed checkpoints to keep.
     #[serde(default = "default_keep_last")]
     pub keep_last: usize,
+    /// A job without progress (no commit, no step beyond the furthest reached) for this long
+    /// fails with an error and a non-zero exit.
+    #[serde(default = "default_stall_timeout", with = "humantime_serde")]
+    pub stall_timeout: Duration,
+    /// Generations formed after the first before the job fails.
+    #[serde(default = "default_max_restarts")]
+    pub max_restarts: u32,
+}
+
+fn default_stall_timeout() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+
+fn default_max_restarts() -> u32 {
+    100
 }
 
 fn default_checkpoint_every() -> u64 {
@@ -106,6 +122,10 @@ pub struct MembershipConfig {
     /// A worker silent this long is lost.
     #[serde(with = "humantime_serde")]
     pub heartbeat_timeout: Duration,
+    /// A member whose step does not advance this long while its generation runs (a restore
+    /// stuck on a store without timeouts, a blocked input pipeline) is evicted.
+    #[serde(with = "humantime_serde")]
+    pub progress_timeout: Duration,
 }
 
 impl Default for MembershipConfig {
@@ -116,6 +136,7 @@ impl Default for MembershipConfig {
             join_timeout: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_timeout: Duration::from_secs(10),
+            progress_timeout: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -168,6 +189,18 @@ impl CoordinatorConfig {
                 "must be longer than membership.heartbeat_interval",
             );
         }
+        if m.progress_timeout <= m.heartbeat_timeout {
+            return invalid(
+                "membership.progress_timeout",
+                "must be longer than membership.heartbeat_timeout",
+            );
+        }
+        if self.job.stall_timeout <= m.progress_timeout {
+            return invalid(
+                "job.stall_timeout",
+                "must be longer than membership.progress_timeout",
+            );
+        }
         if self.server.max_message_size.as_u64() < 1024 {
             return invalid("server.max_message_size", "must be at least 1KiB");
         }
@@ -189,6 +222,9 @@ impl CoordinatorConfig {
             checkpoint_every: self.job.checkpoint_every,
             keep_last: self.job.keep_last,
             total_steps: self.job.total_steps,
+            stall_timeout_ms: self.job.stall_timeout.as_millis() as u64,
+            max_restarts: self.job.max_restarts,
+            progress_timeout_ms: self.membership.progress_timeout.as_millis() as u64,
         }
     }
 }

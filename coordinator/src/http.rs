@@ -31,6 +31,7 @@ fn state_name(s: EventState) -> &'static str {
         EventState::Running => "running",
         EventState::Ended => "ended",
         EventState::Finished => "finished",
+        EventState::Failed => "failed",
     }
 }
 
@@ -54,6 +55,9 @@ async fn status(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         "mfu": st.metrics.mfu,
         "data_wait": st.metrics.data_wait,
         "last_change": st.last_change,
+        "failure": st.failure,
+        "quarantined": st.quarantined,
+        "samples_quarantined": st.quarantined.iter().map(|q| q.samples).sum::<u64>(),
     }))
 }
 
@@ -126,6 +130,21 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         "generations_formed",
         "Generations formed since the coordinator started",
         st.generations_formed as f64,
+    );
+    gauge(
+        "shards_quarantined",
+        "Shards taken out of training because their data is bad",
+        st.quarantined.len() as f64,
+    );
+    gauge(
+        "samples_quarantined",
+        "Samples of quarantined shards (counted as consumed, not trained on)",
+        st.quarantined.iter().map(|q| q.samples).sum::<u64>() as f64,
+    );
+    gauge(
+        "failed",
+        "1 once the job has failed",
+        if st.failure.is_some() { 1.0 } else { 0.0 },
     );
     let per_modality =
         Family::<Vec<(String, String)>, Gauge<f64, std::sync::atomic::AtomicU64>>::default();

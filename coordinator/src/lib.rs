@@ -14,6 +14,7 @@ mod http;
 pub mod manifest;
 pub mod server;
 pub mod service;
+mod shared;
 pub mod state;
 
 pub use error::StateError;

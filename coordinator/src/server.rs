@@ -17,8 +17,9 @@ use crate::auth::TokenCheck;
 use crate::config::CoordinatorConfig;
 use crate::durable::{Durable, DurableError, JobSpec};
 use crate::error::StateError;
+use crate::manifest::Manifest;
 use crate::service::{CoordinatorService, Shared};
-use crate::state::{Committed, StateMachine};
+use crate::state::{Committed, Start, StateMachine};
 
 /// Why the coordinator stopped.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,9 @@ pub enum ServeError {
     /// The HTTP server failed.
     #[error("HTTP server: {0}")]
     Http(#[from] std::io::Error),
+    /// The job cannot go on (stalled, too many restarts, replaced by a newer coordinator).
+    #[error("the job failed: {0}")]
+    JobFailed(String),
 }
 
 /// Where the job's durable state lives.
@@ -49,44 +53,64 @@ pub struct Storage {
     pub root: Path,
     /// The root as a URL (given to workers).
     pub url: String,
+    /// The root's folder when the store is a local disk.
+    pub local: Option<std::path::PathBuf>,
 }
 
-/// Restores the coordinator's state from storage and builds the state machine.
+/// Restores the coordinator's state from storage (taking over the root as a new incarnation)
+/// and builds the state machine.
 pub async fn restore(
     config: &CoordinatorConfig,
     plan: EpochPlan,
     storage: &Storage,
 ) -> Result<(StateMachine, Durable), ServeError> {
-    let durable = Durable::new(storage.store.clone(), storage.root.clone());
-    durable
-        .ensure_job(&JobSpec {
-            job_id: config.job.id.clone(),
-            dataset: config.job.dataset.clone(),
-            seed: config.job.seed,
-            total_steps: config.job.total_steps,
-        })
-        .await?;
-    let incarnation = durable.next_incarnation().await?;
-    let removed = durable.collect_garbage(None).await?;
-    if !removed.is_empty() {
-        tracing::info!(folders = ?removed, "removed checkpoint folders without a manifest");
-    }
+    let spec = JobSpec {
+        job_id: config.job.id.clone(),
+        dataset: config.job.dataset.clone(),
+        seed: config.job.seed,
+        total_steps: config.job.total_steps,
+    };
+    let durable = Durable::open(
+        storage.store.clone(),
+        storage.root.clone(),
+        storage.local.clone(),
+        &spec,
+    )
+    .await?;
     let committed = match durable.latest_manifest(&config.job.id).await? {
         Some(m) => {
-            let cursor = Cursor::from_state(&plan, &m.cursor).map_err(StateError::from)?;
             tracing::info!(step = m.step, folder = %m.folder, "resuming from the latest committed checkpoint");
-            Some(Committed {
-                step: m.step,
-                folder: m.folder,
-                cursor,
-                assignment: m.assignment,
-                at: 0,
-            })
+            Some(committed_of(&plan, m)?)
         }
         None => None,
     };
-    let state = StateMachine::new(config.state_config(), plan, incarnation, committed)?;
+    let history = durable
+        .history()
+        .await
+        .into_iter()
+        .map(|c| c.folder)
+        .collect();
+    let start = Start {
+        incarnation: durable.incarnation(),
+        committed,
+        history,
+        salt: rand::random(),
+    };
+    let state = StateMachine::new(config.state_config(), plan, start)?;
     Ok((state, durable))
+}
+
+/// The state machine's view of a committed manifest.
+pub(crate) fn committed_of(plan: &EpochPlan, m: Manifest) -> Result<Committed, StateError> {
+    let cursor = Cursor::from_state(plan, &m.cursor)?;
+    Ok(Committed {
+        step: m.step,
+        folder: m.folder,
+        cursor,
+        assignment: m.assignment,
+        quarantined: m.quarantined,
+        at: 0,
+    })
 }
 
 /// Serves until `shutdown` resolves.
@@ -100,17 +124,42 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let (state, durable) = restore(&config, plan, &storage).await?;
+    let grace = config.membership.heartbeat_interval * 3;
     let shared = Shared::new(state, durable, storage.url.clone());
 
     let ticker = {
         let shared = shared.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_millis(200));
+            let mut ticks = 0u64;
             loop {
                 every.tick().await;
                 shared.tick();
+                ticks += 1;
+                // Every few seconds: has a newer coordinator taken over the root?
+                if ticks % 25 == 0 {
+                    shared.check_fenced().await;
+                }
             }
         })
+    };
+    // A failed job: the workers hear it on their next heartbeats, then the server stops.
+    let failed = {
+        let shared = shared.clone();
+        async move {
+            let reason = shared.failed().await;
+            tokio::time::sleep(grace).await;
+            reason
+        }
+    };
+    let (failure_tx, failure_rx) = tokio::sync::oneshot::channel();
+    let shutdown = async move {
+        tokio::select! {
+            () = shutdown => {}
+            reason = failed => {
+                let _ = failure_tx.send(reason);
+            }
+        }
     };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -160,5 +209,8 @@ pub async fn run(
     ticker.abort();
     let _ = http_server.await;
     result?;
-    Ok(())
+    match failure_rx.await {
+        Ok(reason) => Err(ServeError::JobFailed(reason)),
+        Err(_) => Ok(()),
+    }
 }

@@ -2,90 +2,21 @@
 //! the time), writes what the state machine decides to commit, and streams generation changes.
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use fourm_plan::CursorState;
 use fourm_proto::v1 as pb;
 use fourm_proto::v1::coordinator_server::Coordinator;
 use futures::Stream;
-use tokio::sync::{Notify, broadcast};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 use tonic::{Request, Response, Status};
 
-use crate::durable::Durable;
-use crate::manifest::ManifestFile;
-use crate::state::{
-    EventState, GenerationEvent, Instruction, StateMachine, StepMetrics, WorkerInfo,
-};
-
-/// State shared by the service, the ticker and the HTTP endpoints.
-pub struct Shared {
-    state: Mutex<StateMachine>,
-    durable: Durable,
-    checkpoint_url: String,
-    started: Instant,
-    events: broadcast::Sender<GenerationEvent>,
-    nccl_published: Notify,
-}
-
-impl Shared {
-    /// Wraps a state machine.
-    pub fn new(state: StateMachine, durable: Durable, checkpoint_url: String) -> Arc<Self> {
-        let (events, _) = broadcast::channel(256);
-        Arc::new(Self {
-            state: Mutex::new(state),
-            durable,
-            checkpoint_url,
-            started: Instant::now(),
-            events,
-            nccl_published: Notify::new(),
-        })
-    }
-
-    /// Milliseconds since the coordinator started (the state machine's clock).
-    pub fn now(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
-    }
-
-    /// Locks the state machine.
-    pub fn lock(&self) -> MutexGuard<'_, StateMachine> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Publishes the generation changes the state machine produced.
-    fn publish(&self, state: &mut StateMachine) {
-        for event in state.take_events() {
-            tracing::info!(generation = event.generation, state = ?event.state, reason = %event.reason, "generation change");
-            let _ = self.events.send(event);
-        }
-    }
-
-    /// Advances the clock: lost workers, generation formation.
-    pub fn tick(&self) {
-        let now = self.now();
-        let mut state = self.lock();
-        state.tick(now);
-        self.publish(&mut state);
-    }
-
-    /// Runs `f` on the state machine and publishes what changed.
-    fn with<R>(&self, f: impl FnOnce(&mut StateMachine, u64) -> R) -> R {
-        let now = self.now();
-        let mut state = self.lock();
-        let r = f(&mut state, now);
-        self.publish(&mut state);
-        r
-    }
-
-    /// Durable storage.
-    pub fn durable(&self) -> &Durable {
-        &self.durable
-    }
-}
+use crate::StateError;
+use crate::manifest::{ManifestFile, Quarantined};
+pub use crate::shared::Shared;
+use crate::state::{EventState, GenerationEvent, Instruction, Progress, StepMetrics, WorkerInfo};
 
 /// The `fourm.v1.Coordinator` service.
 #[derive(Clone)]
@@ -106,6 +37,7 @@ fn event_to_pb(e: &GenerationEvent) -> pb::GenerationEvent {
         EventState::Running => pb::GenerationState::Running,
         EventState::Ended => pb::GenerationState::Ended,
         EventState::Finished => pb::GenerationState::Finished,
+        EventState::Failed => pb::GenerationState::Failed,
     };
     pb::GenerationEvent {
         generation: e.generation,
@@ -165,6 +97,7 @@ impl Coordinator for CoordinatorService {
                 Instruction::ShutDown => (pb::Instruction::ShutDown, 0, "job finished".into()),
                 Instruction::Join(_) => (pb::Instruction::Join, 0, "generation formed".into()),
                 Instruction::Register => (pb::Instruction::Register, 0, "unknown worker".into()),
+                Instruction::Fail(r) => (pb::Instruction::Fail, 0, r),
             };
             pb::HeartbeatReply {
                 instruction: kind as i32,
@@ -284,16 +217,23 @@ impl Coordinator for CoordinatorService {
         request: Request<pb::ProgressRequest>,
     ) -> Result<Response<pb::ProgressReply>, Status> {
         let req = request.into_inner();
-        let entries: Vec<(u64, u64)> = req.entries.iter().map(|e| (e.entry, e.consumed)).collect();
-        let metrics = req.metrics.map(|m| StepMetrics {
-            loss: m.loss,
-            modality_loss: m.modality_loss.into_iter().collect(),
-            tokens_per_s: m.tokens_per_s,
-            mfu: m.mfu,
-            data_wait: m.data_wait,
-        });
-        self.shared.with(|s, _| {
-            s.progress(&req.worker_id, req.generation, req.step, &entries, metrics)?;
+        let report = Progress {
+            entries: req.entries.iter().map(|e| (e.entry, e.consumed)).collect(),
+            metrics: req.metrics.map(|m| StepMetrics {
+                loss: m.loss,
+                modality_loss: m.modality_loss.into_iter().collect(),
+                tokens_per_s: m.tokens_per_s,
+                mfu: m.mfu,
+                data_wait: m.data_wait,
+            }),
+            quarantined: req
+                .quarantined
+                .into_iter()
+                .map(quarantined_from_pb)
+                .collect(),
+        };
+        self.shared.with(|s, now| {
+            s.progress(&req.worker_id, req.generation, req.step, report, now)?;
             Ok(Response::new(pb::ProgressReply {
                 committed_step: s.committed().map_or(0, |c| c.step),
             }))
@@ -334,34 +274,11 @@ impl Coordinator for CoordinatorService {
         let Some(manifest) = manifest else {
             return Ok(Response::new(pb::CheckpointDoneReply { committed: false }));
         };
-        if let Err(e) = self.shared.durable.commit(&manifest).await {
-            tracing::error!(step = manifest.step, error = %e, "checkpoint commit failed");
-            self.shared.with(|s, _| s.checkpoint_failed(manifest.step));
-            return Err(Status::unavailable(format!(
-                "committing checkpoint {}: {e}",
-                manifest.step
-            )));
-        }
-        let removed = self
-            .shared
-            .with(|s, now| s.checkpoint_committed(&manifest, now))?;
-        tracing::info!(
-            step = manifest.step,
-            generation = manifest.generation,
-            "checkpoint committed"
-        );
-        let durable = self.shared.durable.clone();
         let step = manifest.step;
-        tokio::spawn(async move {
-            for folder in removed {
-                if let Err(e) = durable.delete_folder(&folder).await {
-                    tracing::warn!(folder = %folder, error = %e, "cannot delete old checkpoint");
-                }
-            }
-            if let Err(e) = durable.collect_garbage(Some(step)).await {
-                tracing::warn!(error = %e, "checkpoint garbage collection failed");
-            }
-        });
+        self.shared
+            .commit(manifest)
+            .await
+            .map_err(|e| Status::aborted(format!("committing checkpoint {step}: {e}")))?;
         Ok(Response::new(pb::CheckpointDoneReply { committed: true }))
     }
 
@@ -384,14 +301,29 @@ impl Coordinator for CoordinatorService {
         Ok(Response::new(pb::LeaveReply {}))
     }
 
-    async fn report_collective_error(
+    async fn report_failure(
         &self,
-        request: Request<pb::CollectiveErrorRequest>,
-    ) -> Result<Response<pb::CollectiveErrorReply>, Status> {
+        request: Request<pb::FailureRequest>,
+    ) -> Result<Response<pb::FailureReply>, Status> {
         let req = request.into_inner();
-        self.shared
-            .with(|s, now| s.collective_error(&req.worker_id, req.generation, &req.message, now))?;
-        Ok(Response::new(pb::CollectiveErrorReply {}))
+        tracing::warn!(worker = %req.worker_id, generation = req.generation, kind = ?req.kind(), message = %req.message, "worker reported a failure");
+        if req.kind() == pb::FailureKind::BadCheckpoint && !req.checkpoint.is_empty() {
+            self.shared
+                .lock()
+                .check_member(&req.worker_id, req.generation)?;
+            self.shared
+                .checkpoint_bad(&req.checkpoint, &req.message)
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+        }
+        self.shared.with(|s, now| {
+            match s.report_failure(&req.worker_id, req.generation, &req.message, now) {
+                // The generation already ended (another rank reported first, a fall-back): fine.
+                Err(StateError::StaleGeneration { .. }) => Ok(()),
+                other => other,
+            }
+        })?;
+        Ok(Response::new(pb::FailureReply {}))
     }
 
     async fn job_status(
@@ -416,6 +348,8 @@ impl Coordinator for CoordinatorService {
             workers_alive: st.workers_alive,
             restarts: st.generations_formed,
             last_change: st.last_change,
+            failure: st.failure.unwrap_or_default(),
+            quarantined: st.quarantined.into_iter().map(quarantined_to_pb).collect(),
         }))
     }
 }
@@ -443,5 +377,23 @@ fn cursor_to_pb(c: &CursorState) -> pb::DataCursor {
                 consumed: e.consumed,
             })
             .collect(),
+    }
+}
+
+fn quarantined_from_pb(q: pb::QuarantinedShard) -> Quarantined {
+    Quarantined {
+        epoch: q.epoch,
+        shard: q.shard,
+        samples: q.samples,
+        reason: q.reason,
+    }
+}
+
+fn quarantined_to_pb(q: Quarantined) -> pb::QuarantinedShard {
+    pb::QuarantinedShard {
+        epoch: q.epoch,
+        shard: q.shard,
+        samples: q.samples,
+        reason: q.reason,
     }
 }

@@ -82,6 +82,7 @@ async fn start(dir: &std::path::Path) -> Server {
         store,
         root: Path::from("ckpt"),
         url: format!("file://{}/ckpt", dir.display()),
+        local: Some(dir.join("ckpt")),
     };
     let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -218,6 +219,7 @@ async fn checkpoint(a: &mut Client, b: &mut Client, generation: u64, step: u64) 
     };
     for (c, id) in [(&mut *zero, zero_id), (&mut *other, other_id)] {
         c.report_progress(pb::ProgressRequest {
+            quarantined: Vec::new(),
             worker_id: id.into(),
             generation,
             step,
@@ -242,7 +244,8 @@ async fn checkpoint(a: &mut Client, b: &mut Client, generation: u64, step: u64) 
     let files = vec![pb::CheckpointFile {
         name: "model.safetensors".into(),
         size: 7,
-        sha256: "x".into(),
+        // SHA-256 of b"weights": the commit reads the file back and checks it.
+        sha256: "9a129038d9a00aed0cf6a7ea059ca50a813449061ab87848cf1a13eafdf33b2c".into(),
     }];
     let first = zero
         .checkpoint_done(pb::CheckpointDoneRequest {
@@ -311,6 +314,7 @@ async fn workers_join_checkpoint_fail_rejoin_and_survive_a_coordinator_restart()
     let theirs = lease.upcoming[0].entry;
     let err = a
         .report_progress(pb::ProgressRequest {
+            quarantined: Vec::new(),
             worker_id: "w1".into(),
             generation: g,
             step: 1,
@@ -352,6 +356,7 @@ async fn workers_join_checkpoint_fail_rejoin_and_survive_a_coordinator_restart()
         .collect();
     let err = a
         .report_progress(pb::ProgressRequest {
+            quarantined: Vec::new(),
             worker_id: "w1".into(),
             generation: g,
             step: 6,
@@ -380,6 +385,7 @@ async fn workers_join_checkpoint_fail_rejoin_and_survive_a_coordinator_restart()
     assert!(aborted, "w1 was not told that w2 is gone");
     let stale = a
         .report_progress(pb::ProgressRequest {
+            quarantined: Vec::new(),
             worker_id: "w1".into(),
             generation: g,
             step: 7,

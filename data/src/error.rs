@@ -201,6 +201,16 @@ pub enum DataError {
 }
 
 impl DataError {
+    /// Whether the error says nothing about the data itself (the store failed, timed out, a task
+    /// died): reading again later may succeed, so the data must not be skipped.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Store { source, .. } => crate::store::is_transient(source),
+            Self::Timeout { .. } | Self::Task { .. } => true,
+            _ => false,
+        }
+    }
+
     /// The URL of the object (or dataset) the error concerns, where there is one.
     pub fn url(&self) -> Option<&str> {
         match self {

@@ -57,6 +57,13 @@ pub struct ModalityInfo {
     pub dtype: Option<String>,
 }
 
+/// Most shards an index may list.
+pub const MAX_SHARDS: usize = 10_000_000;
+/// Most samples a shard may hold (ml-4m's shards hold about a thousand).
+pub const MAX_SHARD_SAMPLES: u64 = 1_000_000;
+/// Largest tar a shard may have per modality (it is read into memory whole).
+pub const MAX_SHARD_BYTES: u64 = 16 << 30;
+
 /// One shard of the dataset.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -157,7 +164,27 @@ impl DatasetIndex {
                 )));
             }
         }
+        if self.shards.len() > MAX_SHARDS {
+            return Err(invalid(format!(
+                "{} shards (at most {MAX_SHARDS})",
+                self.shards.len()
+            )));
+        }
         for s in &self.shards {
+            // Bounds, so that a bad index cannot make a reader allocate without limit (the epoch
+            // plan holds a permutation of every shard's samples; a shard is read whole).
+            if s.samples > MAX_SHARD_SAMPLES {
+                return Err(invalid(format!(
+                    "shard {}: {} samples (at most {MAX_SHARD_SAMPLES})",
+                    s.shard, s.samples
+                )));
+            }
+            if let Some((m, &b)) = s.bytes.iter().find(|&(_, &b)| b > MAX_SHARD_BYTES) {
+                return Err(invalid(format!(
+                    "shard {} of {m}: {b} bytes (at most {MAX_SHARD_BYTES})",
+                    s.shard
+                )));
+            }
             let names: Vec<&String> = self.modalities.keys().collect();
             if s.bytes.keys().collect::<Vec<_>>() != names {
                 return Err(invalid(format!(
@@ -296,6 +323,11 @@ mod tests {
         check(&|i| i.modalities.get_mut("tok_rgb@224").unwrap().vocab_size = None);
         check(&|i| i.modalities.get_mut("caption").unwrap().extension = "npy".into());
         check(&|i| i.modalities.get_mut("tok_rgb@224").unwrap().dtype = Some("<f4".into()));
+        // Sizes a reader would have to allocate without bound.
+        let e = check(&|i| i.shards[0].samples = u64::MAX).to_string();
+        assert!(e.contains("samples (at most"), "{e}");
+        let e = check(&|i| *i.shards[0].bytes.get_mut("caption").unwrap() = 1 << 50).to_string();
+        assert!(e.contains("bytes (at most"), "{e}");
         let err = DatasetIndex::from_json("mem://i", b"{\"format_version\": 1, \"x\": 2}");
         assert!(matches!(err, Err(DataError::IndexParse { .. })));
     }

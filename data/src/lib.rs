@@ -11,8 +11,9 @@
 //!   (whole shards, checked against the index) and [`StepLoader`] (a rank's steps as
 //!   [`DecodedSample`]s, with bounded read-ahead).
 //! - [`inspect()`] for the dataset tools.
-//! - With the `test-util` feature: `fixtures` (small datasets written on the fly) and `moto` (an
-//!   S3-compatible server for tests and benchmarks).
+//! - With the `test-util` feature: `fixtures` (small datasets written on the fly), `moto` (an
+//!   S3-compatible server for tests and benchmarks) and `proxy` (a TCP proxy that takes a service
+//!   down and back, for outage tests).
 
 mod error;
 #[cfg(feature = "test-util")]
@@ -24,6 +25,8 @@ mod loader;
 #[cfg(feature = "test-util")]
 pub mod moto;
 pub mod npy;
+#[cfg(feature = "test-util")]
+pub mod proxy;
 mod reader;
 mod scan;
 mod shard;

@@ -27,12 +27,17 @@ use fourm_plan::{RankStream, SampleRef};
 pub struct LoaderConfig {
     /// Shards loading or loaded at once.
     pub shards_in_flight: usize,
+    /// How long a shard whose read fails for a transient reason (the store, not the data) is
+    /// read again before the failure is returned (every read already retries on its own).
+    #[serde(with = "humantime_serde")]
+    pub retry_for: Duration,
 }
 
 impl Default for LoaderConfig {
     fn default() -> Self {
         Self {
             shards_in_flight: 4,
+            retry_for: Duration::from_secs(60),
         }
     }
 }
@@ -119,6 +124,11 @@ impl StepLoader {
         self.slots.len()
     }
 
+    /// The number of samples the index records for `shard`.
+    pub fn shard_samples(&self, shard: u32) -> u64 {
+        self.reader.index().shard(shard).map_or(0, |s| s.samples)
+    }
+
     /// Starts reading the shards `stream` will need next (call once before the first step to get
     /// a head start; [`StepLoader::next_step`] does it after every step).
     pub fn prefetch(&mut self, stream: &RankStream) {
@@ -195,15 +205,28 @@ impl StepLoader {
     }
 
     async fn wait(&mut self, shard: u32) -> Loaded {
+        let deadline = Instant::now() + self.config.retry_for;
         let slot = self.slots.get_mut(&shard).expect("needed shards are kept");
-        if let Slot::Loading(task) = slot {
+        while let Slot::Loading(task) = slot {
             let loaded = match task.await {
                 Ok(Ok(data)) => Ok(Arc::new(data)),
                 Ok(Err(e)) => Err(Arc::new(e)),
                 Err(source) => Err(Arc::new(DataError::Task { shard, source })),
             };
-            if let Err(e) = &loaded {
-                warn!(shard, error = %e, "bad shard");
+            match &loaded {
+                Err(e) if e.is_transient() && Instant::now() < deadline => {
+                    warn!(shard, error = %e, "shard read failed; reading it again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let reader = self.reader.clone();
+                    let retry = self
+                        .runtime
+                        .spawn(async move { reader.read_shard(shard).await });
+                    *slot = Slot::Loading(retry);
+                    continue;
+                }
+                Err(e) if e.is_transient() => warn!(shard, error = %e, "shard unreadable"),
+                Err(e) => warn!(shard, error = %e, "bad shard"),
+                Ok(_) => {}
             }
             *slot = Slot::Ready(loaded);
         }

@@ -18,8 +18,10 @@ pub struct MotoServer {
 }
 
 impl MotoServer {
-    /// Starts moto and creates `bucket`. `Err` says why it could not start (for a skip message).
+    /// Starts moto (installing it with pip first when python3 lacks it) and creates `bucket`.
+    /// `Err` says why it could not start.
     pub fn start(bucket: &str) -> Result<Self, String> {
+        ensure_installed()?;
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("no free loopback port: {e}"))?
@@ -129,6 +131,36 @@ impl MotoServer {
             Err(format!("creating the bucket: {status}"))
         }
     }
+}
+
+/// Installs moto's server (`pip install 'moto[server]'`) unless python3 already has it.
+fn ensure_installed() -> Result<(), String> {
+    static INSTALLED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    INSTALLED
+        .get_or_init(|| {
+            let has = |_: ()| {
+                Command::new("python3")
+                    .args(["-c", "import moto.server"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            if has(()) {
+                return Ok(());
+            }
+            eprintln!("moto is not installed: pip install --user 'moto[server]'");
+            let status = Command::new("python3")
+                .args(["-m", "pip", "install", "--quiet", "--user", "moto[server]"])
+                .status()
+                .map_err(|e| format!("cannot run pip: {e}"))?;
+            if status.success() && has(()) {
+                Ok(())
+            } else {
+                Err(format!("installing moto with pip failed ({status})"))
+            }
+        })
+        .clone()
 }
 
 impl Drop for MotoServer {

@@ -39,6 +39,10 @@ pub struct StoreConfig {
     /// Limit on one request, body included.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// For stores opened with [`DatasetStore::open_durable`]: how long object_store's own
+    /// retries may go on through an outage before a request fails for good.
+    #[serde(with = "humantime_serde")]
+    pub retry_timeout: Duration,
 }
 
 impl Default for StoreConfig {
@@ -48,6 +52,7 @@ impl Default for StoreConfig {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
             request_timeout: Duration::from_secs(120),
+            retry_timeout: Duration::from_secs(180),
         }
     }
 }
@@ -91,6 +96,7 @@ pub struct DatasetStore {
     root: Path,
     url: String,
     config: StoreConfig,
+    local: Option<std::path::PathBuf>,
 }
 
 impl DatasetStore {
@@ -115,12 +121,43 @@ impl DatasetStore {
         Self::open(url, config)
     }
 
+    /// Opens a root that is written to and read back as a whole (checkpoints, the coordinator's
+    /// durable state): like [`DatasetStore::create`], but requests through [`DatasetStore::inner`]
+    /// retry by themselves (object_store's `RetryConfig`: transient errors and connection
+    /// failures, with backoff, for up to `retry_timeout`), so a short outage of the store is not
+    /// an error.
+    pub fn open_durable(url: &str, config: StoreConfig) -> Result<Self, DataError> {
+        let (scheme, _) = url.split_once("://").unwrap_or(("file", url));
+        if scheme == "file" {
+            return Self::create(url, config);
+        }
+        Self::build(url, &[], config, true)
+    }
+
     /// Opens `url` with extra store options (`("aws_endpoint", "http://…")`, …) applied after the
     /// environment.
     pub fn open_with_options(
         url: &str,
         options: &[(String, String)],
         config: StoreConfig,
+    ) -> Result<Self, DataError> {
+        Self::build(url, options, config, false)
+    }
+
+    /// [`DatasetStore::open_durable`] with extra store options.
+    pub fn open_durable_with_options(
+        url: &str,
+        options: &[(String, String)],
+        config: StoreConfig,
+    ) -> Result<Self, DataError> {
+        Self::build(url, options, config, true)
+    }
+
+    fn build(
+        url: &str,
+        options: &[(String, String)],
+        config: StoreConfig,
+        store_retries: bool,
     ) -> Result<Self, DataError> {
         config.validate()?;
         let bad = |source| DataError::BadUrl {
@@ -135,10 +172,23 @@ impl DatasetStore {
         }
         let path_part = |rest: &str| rest.split_once('/').map_or("", |(_, p)| p).to_string();
         let client = ClientOptions::new().with_timeout(config.request_timeout);
-        // Our own retry loop (with its per-request timeout) wraps every call.
-        let no_retry = RetryConfig {
-            max_retries: 0,
-            ..RetryConfig::default()
+        // Dataset reads: our own retry loop (with its per-request timeout) wraps every call.
+        // Durable roots: object_store retries by itself, so that raw requests retry too.
+        let no_retry = if store_retries {
+            RetryConfig {
+                max_retries: config.max_retries as usize,
+                retry_timeout: config.retry_timeout,
+                backoff: object_store::BackoffConfig {
+                    init_backoff: config.initial_backoff,
+                    max_backoff: config.max_backoff,
+                    base: 2.0,
+                },
+            }
+        } else {
+            RetryConfig {
+                max_retries: 0,
+                ..RetryConfig::default()
+            }
         };
         let (store, root): (Arc<dyn ObjectStore>, String) = match scheme {
             "memory" => (Arc::new(InMemory::new()), rest.to_string()),
@@ -185,7 +235,11 @@ impl DatasetStore {
             }
         };
         let root = Path::parse(root.trim_matches('/')).map_err(|e| bad(e.into()))?;
-        Ok(Self::from_store(store, root, url, config))
+        let mut opened = Self::from_store(store, root, url, config);
+        if scheme == "file" {
+            opened.local = Some(std::path::PathBuf::from(rest));
+        }
+        Ok(opened)
     }
 
     /// A dataset at `root` in an existing store (tests, wrapper stores); `url` names it in messages.
@@ -200,7 +254,14 @@ impl DatasetStore {
             root,
             url: url.trim_end_matches('/').to_string(),
             config,
+            local: None,
         }
+    }
+
+    /// The folder of a local-disk store (`file://` or a bare path), for what object_store cannot
+    /// see there (staged uploads `name#N` left by an interrupted write).
+    pub fn local_dir(&self) -> Option<&std::path::Path> {
+        self.local.as_deref()
     }
 
     /// The dataset URL.
@@ -288,7 +349,7 @@ impl DatasetStore {
 }
 
 /// Whether an error may go away on its own (network, throttling, server errors).
-fn is_transient(error: &object_store::Error) -> bool {
+pub(crate) fn is_transient(error: &object_store::Error) -> bool {
     use object_store::Error as E;
     !matches!(
         error,

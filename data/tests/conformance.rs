@@ -74,6 +74,7 @@ async fn conformance(store: DatasetStore) {
     let per_epoch = plan.shards_per_epoch();
     let config = LoaderConfig {
         shards_in_flight: 1,
+        ..LoaderConfig::default()
     };
     let mut seen = BTreeSet::new();
     for rank in 0..2 {

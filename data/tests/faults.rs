@@ -39,6 +39,7 @@ fn fast_retries() -> StoreConfig {
         initial_backoff: Duration::from_millis(1),
         max_backoff: Duration::from_millis(5),
         request_timeout: Duration::from_secs(10),
+        ..StoreConfig::default()
     }
 }
 
@@ -95,6 +96,7 @@ async fn epoch(ds: &DatasetStore, index: &DatasetIndex) -> (BTreeSet<(u32, u32)>
     let reader = ShardReader::new(ds.clone(), index.clone());
     let config = LoaderConfig {
         shards_in_flight: 2,
+        ..LoaderConfig::default()
     };
     let mut loader = StepLoader::new(reader, config, tokio::runtime::Handle::current()).unwrap();
     let mut all = BTreeSet::new();
@@ -448,6 +450,35 @@ async fn store_failing_past_the_retries_marks_the_shard_bad() {
         "{err}"
     );
     assert!(flaky.reads.load(Ordering::SeqCst) - before <= index.modalities.len() as u32);
+}
+
+/// A store failing for longer than one read's retries is not bad data: the loader reads the
+/// shard again (within its `retry_for`) and every sample arrives; nothing is skipped. A shard
+/// that is really missing is bad data, and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_failing_for_a_while_is_not_bad_data() {
+    let flaky = Arc::new(FlakyStore::new());
+    let (ds, index) = dataset(flaky.clone()).await;
+    // More failures in a row than one read's 4 attempts.
+    flaky.fail.store(9, Ordering::SeqCst);
+    let (good, bad) = epoch(&ds, &index).await;
+    assert!(
+        bad.is_empty(),
+        "samples skipped for a passing outage: {bad:?}"
+    );
+    assert_eq!(good.len(), good_count_without(u32::MAX));
+
+    let reader = ShardReader::new(ds.clone(), index.clone());
+    flaky.fail.store(100, Ordering::SeqCst);
+    let outage = reader.read_shard(2).await.unwrap_err();
+    assert!(outage.is_transient(), "{outage}");
+    flaky.fail.store(0, Ordering::SeqCst);
+    ds.inner()
+        .delete(&shard_path(ds.root(), "det", 3))
+        .await
+        .unwrap();
+    let missing = reader.read_shard(3).await.unwrap_err();
+    assert!(!missing.is_transient(), "{missing}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -109,7 +109,10 @@ fn tree(krate: &str) -> Graph {
             .to_string();
         stack.truncate(depth);
         if let Some(parent) = stack.last() {
-            graph.entry(parent.clone()).or_default().insert(name.clone());
+            graph
+                .entry(parent.clone())
+                .or_default()
+                .insert(name.clone());
         }
         graph.entry(name.clone()).or_default();
         stack.push(name);

@@ -2,172 +2,21 @@
 //! as child processes on the CPU backend, the `debug` model, a small synthetic dataset, and hard
 //! timeouts. The tests run one at a time: they share this machine's cores.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
+use common::{
+    EXE, SAMPLES, audited, check_exactly_once, checkpoint_store, committed, finish, folder_of,
+    latest_step, serial, spec, wait_for,
+};
 use fourm::launch::cluster::{ClusterSpec, LocalCluster};
-use fourm::launch::config::LaunchConfig;
 use fourm::launch::progress::{loss_curve, read_all};
-use fourm_worker::audit::read_audit;
 use fourm_worker::metrics::MetricsLine;
-
-const EXE: &str = env!("CARGO_BIN_EXE_fourm-test-node");
-/// Samples of the test dataset: 8 shards of 32.
-const SAMPLES: usize = 256;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The synthetic dataset, written once per test run by the real `fourm data synth`.
-fn dataset() -> &'static str {
-    static DATA: OnceLock<(tempfile::TempDir, String)> = OnceLock::new();
-    &DATA
-        .get_or_init(|| {
-            let dir = tempfile::tempdir().unwrap();
-            let url = dir.path().join("data").to_str().unwrap().to_string();
-            let out = Command::new(EXE)
-                .args(["data", "synth", "--out", &url])
-                .args(["--samples", &SAMPLES.to_string(), "--shard-samples", "32"])
-                .args(["--resolution", "32", "--fit-samples", "64"])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "fourm data synth failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            (dir, url)
-        })
-        .1
-}
-
-/// A job in a fresh folder: `workers` ranks, `steps` steps, a checkpoint every `every`, `batch`
-/// samples per rank per step.
-fn spec(dir: &Path, workers: u32, steps: u64, every: u64, batch: usize, mix: usize) -> ClusterSpec {
-    let text = format!(
-        "[launch]\nworkers = {workers}\nsteps = {steps}\ncheckpoint_every = {every}\nlog_every = 5\n\
-         [data]\ninput_tokens = 32\ntarget_tokens = 32\nshards_in_flight = 2\nmix = {mix}\n\
-         [train]\nbatch_size = {batch}\nmicro_batches = 1\nblr = 0.02\nwarmup_steps = 3\n"
-    );
-    std::fs::create_dir_all(dir).unwrap();
-    let path = dir.join("launch.toml");
-    std::fs::write(&path, text).unwrap();
-    let config = LaunchConfig::load(Some(&path)).unwrap();
-    let mut spec = ClusterSpec::new(
-        PathBuf::from(EXE),
-        dir.join("job"),
-        dataset().to_string(),
-        config,
-    );
-    spec.heartbeat_timeout = Duration::from_secs(3);
-    spec
-}
-
-/// Waits until every worker has exited successfully.
-fn finish(cluster: &mut LocalCluster, timeout: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    while cluster.running_workers() > 0 {
-        for exit in cluster.poll() {
-            if exit.name != "coordinator" && !exit.status.success() {
-                bail!(
-                    "{} failed ({}):\n{}",
-                    exit.name,
-                    exit.status,
-                    cluster.log_tail(&exit.name, 30)
-                );
-            }
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "the job did not finish in {timeout:?}; coordinator log:\n{}\nworker-0 log:\n{}",
-                cluster.log_tail("coordinator", 30),
-                cluster.log_tail("worker-0", 30)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    cluster.stop(Duration::from_secs(5));
-    Ok(())
-}
-
-/// Waits for `cond`, failing with the coordinator's log after `timeout`.
-fn wait_for(
-    cluster: &mut LocalCluster,
-    timeout: Duration,
-    what: &str,
-    mut cond: impl FnMut(&ClusterSpec) -> bool,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    while !cond(cluster.spec()) {
-        if let Some(e) = cluster.poll().into_iter().find(|e| !e.status.success()) {
-            bail!("{} failed ({}) while waiting for {what}", e.name, e.status);
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "timed out waiting for {what}; coordinator log:\n{}",
-                cluster.log_tail("coordinator", 30)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
-}
-
-/// Steps of the committed checkpoints (folders with a manifest).
-fn committed(spec: &ClusterSpec) -> Vec<u64> {
-    let Ok(dir) = std::fs::read_dir(spec.checkpoint_dir()) else {
-        return Vec::new();
-    };
-    let mut steps: Vec<u64> = dir
-        .flatten()
-        .filter(|e| e.path().join("MANIFEST.json").exists())
-        .filter_map(|e| e.file_name().to_str()?.strip_prefix("step-")?.parse().ok())
-        .collect();
-    steps.sort_unstable();
-    steps
-}
-
-fn latest_step(spec: &ClusterSpec) -> u64 {
-    read_all(spec).iter().map(|l| l.step).max().unwrap_or(0)
-}
-
-/// Every committed sample of every rank, with the number of times it was trained on.
-fn audited(spec: &ClusterSpec) -> anyhow::Result<BTreeMap<String, usize>> {
-    let mut seen = BTreeMap::new();
-    for i in 0..spec.workers {
-        let path = spec.audit_file(i);
-        if !path.exists() {
-            continue;
-        }
-        for record in read_audit(&path)? {
-            for s in record.samples {
-                *seen.entry(s).or_insert(0) += 1;
-            }
-        }
-    }
-    Ok(seen)
-}
-
-fn check_exactly_once(spec: &ClusterSpec) -> anyhow::Result<usize> {
-    let seen = audited(spec)?;
-    let twice: Vec<&String> = seen
-        .iter()
-        .filter(|(_, n)| **n > 1)
-        .map(|(k, _)| k)
-        .collect();
-    ensure!(
-        twice.is_empty(),
-        "samples trained on more than once: {twice:?}"
-    );
-    Ok(seen.len())
-}
 
 fn mean(xs: &[(u64, f64)]) -> f64 {
     xs.iter().map(|x| x.1).sum::<f64>() / xs.len() as f64
@@ -213,11 +62,14 @@ fn two_workers_lower_the_loss_and_hold_identical_parameters() -> anyhow::Result<
 
 /// The parameters of the checkpoint at `step`.
 fn checkpoint_params(spec: &ClusterSpec, step: u64) -> anyhow::Result<BTreeMap<String, Vec<f32>>> {
-    let path = spec
-        .checkpoint_dir()
-        .join(format!("step-{step:09}"))
+    let store = checkpoint_store(spec)?;
+    let path = store
+        .root()
+        .clone()
+        .join(folder_of(spec, step)?.as_str())
         .join("model.safetensors");
-    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = common::block_on(store.get(&path))
+        .with_context(|| format!("reading {}", store.object_url(&path)))?;
     let st = safetensors::SafeTensors::deserialize(&bytes)?;
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {

@@ -1,7 +1,11 @@
-//! The sample audit (`--audit-samples <file>`): the keys of the samples of every *committed* step,
-//! one JSON line per step, so that tests can check that every sample of an epoch was trained on
-//! exactly once. Steps are held back until a checkpoint at or after them is committed; a
-//! generation that ends drops its uncommitted steps, as training does.
+//! The sample audit (`--audit-samples <file>`): one JSON line per trained step of this rank, with
+//! the keys of its samples, written (and handed to the operating system) *before* the step's
+//! progress is reported, so that no committed step can lack its record, whatever process is
+//! killed when.
+//!
+//! A record counts once its step is committed by the generation that trained it: the commit log
+//! says which steps each generation committed ([`committed`]). From the records of every rank and
+//! the log, tests check that every sample of an epoch is in exactly one committed step.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -9,24 +13,31 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// One committed step of one rank.
+/// One trained step of one rank.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AuditRecord {
     /// Generation.
     pub generation: u64,
+    /// The step the generation restored (0: a fresh start).
+    pub from: u64,
     /// Rank.
     pub rank: u32,
     /// Step.
     pub step: u64,
-    /// `epoch/shard/key` of every sample trained on in the step (quarantined ones excluded).
+    /// `epoch/shard/key` of every sample trained on in the step.
     pub samples: Vec<String>,
+    /// `epoch/shard/#position` of the samples of quarantined shards this step consumed without
+    /// training (their data is bad).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
 }
 
-/// Pending and written records.
+/// The audit file of a worker.
 #[derive(Debug)]
 pub struct Audit {
     path: PathBuf,
-    pending: BTreeMap<u64, AuditRecord>,
+    file: Option<std::fs::File>,
 }
 
 impl Audit {
@@ -34,39 +45,24 @@ impl Audit {
     pub fn new(path: &Path) -> Self {
         Self {
             path: path.to_path_buf(),
-            pending: BTreeMap::new(),
+            file: None,
         }
     }
 
-    /// A step was trained (not yet committed).
-    pub fn record(&mut self, record: AuditRecord) {
-        self.pending.insert(record.step, record);
-    }
-
-    /// A checkpoint at `step` is committed: writes every pending step up to it.
-    pub fn committed(&mut self, step: u64) -> std::io::Result<()> {
-        let later = self.pending.split_off(&(step + 1));
-        let done = std::mem::replace(&mut self.pending, later);
-        if done.is_empty() {
-            return Ok(());
+    /// Writes the record of a trained step (flushed to the operating system before returning).
+    pub fn record(&mut self, record: &AuditRecord) -> std::io::Result<()> {
+        if self.file.is_none() {
+            self.file = Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)?,
+            );
         }
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
-        for record in done.values() {
-            writeln!(
-                file,
-                "{}",
-                serde_json::to_string(record).expect("serialises")
-            )?;
-        }
-        file.sync_data()
-    }
-
-    /// The generation ended: its uncommitted steps never happened.
-    pub fn discard_uncommitted(&mut self) {
-        self.pending.clear();
+        let file = self.file.as_mut().expect("opened above");
+        let line = serde_json::to_string(record).expect("audit records serialise");
+        file.write_all(format!("{line}\n").as_bytes())?;
+        file.flush()
     }
 }
 
@@ -82,32 +78,57 @@ pub fn read_audit(path: &Path) -> std::io::Result<Vec<AuditRecord>> {
         .collect()
 }
 
+/// The records of committed steps: a step of generation `g` is committed when `g` committed a
+/// checkpoint at or after it (`commits`: `(generation, step)` of every commit in the log) and it
+/// is after the step `g` restored. A record cut short by a kill (the last line of a file) is
+/// never in a committed step: its progress was never reported.
+pub fn committed<'a>(records: &'a [AuditRecord], commits: &[(u64, u64)]) -> Vec<&'a AuditRecord> {
+    let mut last: BTreeMap<u64, u64> = BTreeMap::new();
+    for &(g, step) in commits {
+        let s = last.entry(g).or_insert(0);
+        *s = (*s).max(step);
+    }
+    records
+        .iter()
+        .filter(|r| r.step > r.from && last.get(&r.generation).is_some_and(|&s| r.step <= s))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn rec(step: u64) -> AuditRecord {
+    fn rec(generation: u64, from: u64, step: u64) -> AuditRecord {
         AuditRecord {
-            generation: 1,
+            generation,
+            from,
             rank: 0,
             step,
-            samples: vec![format!("0/0/{step}")],
+            samples: vec![format!("0/0/{generation}-{step}")],
+            skipped: Vec::new(),
         }
     }
 
     #[test]
-    fn only_committed_steps_are_written() {
+    fn every_record_is_written_and_commits_decide_which_count() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
         let mut audit = Audit::new(&path);
+        // Generation 1 trains steps 1..=5 and commits 3; generation 2 restores 3, trains 4..=6
+        // and commits 6.
         for s in 1..=5 {
-            audit.record(rec(s));
+            audit.record(&rec(1, 0, s)).unwrap();
         }
-        audit.committed(3).unwrap();
-        audit.discard_uncommitted();
-        audit.record(rec(4));
-        audit.committed(4).unwrap();
-        let steps: Vec<u64> = read_audit(&path).unwrap().iter().map(|r| r.step).collect();
-        assert_eq!(steps, vec![1, 2, 3, 4]);
+        for s in 4..=6 {
+            audit.record(&rec(2, 3, s)).unwrap();
+        }
+        let records = read_audit(&path).unwrap();
+        assert_eq!(records.len(), 8, "every trained step is on disk");
+        let kept: Vec<(u64, u64)> = committed(&records, &[(1, 3), (2, 6)])
+            .iter()
+            .map(|r| (r.generation, r.step))
+            .collect();
+        assert_eq!(kept, vec![(1, 1), (1, 2), (1, 3), (2, 4), (2, 5), (2, 6)]);
+        assert!(committed(&records, &[]).is_empty());
     }
 }

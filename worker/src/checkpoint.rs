@@ -14,7 +14,7 @@ use fourm_model::FourM;
 use fourm_model::optim::{AdamW, AdamWConfig, CosineSchedule, ParamLayout};
 use fourm_model::weights::{load_ml4m_bytes, to_safetensors_bytes};
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 use serde::{Deserialize, Serialize};
 
 /// Names of the files rank 0 writes.
@@ -52,6 +52,17 @@ pub enum CheckpointError {
         /// What is wrong.
         reason: String,
     },
+}
+
+impl CheckpointError {
+    /// The checkpoint folder (`step-…`) the error concerns, where it names one.
+    pub fn folder(&self) -> Option<&str> {
+        let path = match self {
+            Self::Store { path, .. } | Self::Corrupt { path, .. } => path,
+            Self::NotCommitted { folder } => folder,
+        };
+        path.split('/').find(|part| part.starts_with("step-"))
+    }
 }
 
 /// `trainer.json`.
@@ -149,12 +160,34 @@ pub fn snapshot(
     })
 }
 
+/// How checkpoint files are uploaded: multipart, `part_size` bytes a part (S3 takes 5 MiB to
+/// 5 GiB, a file at most 10,000 parts), at most `concurrency` parts in flight, so that a file of
+/// any size streams from the host copy with bounded extra memory and no request larger than a
+/// part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadOptions {
+    /// Bytes per part.
+    pub part_size: usize,
+    /// Parts uploading at once.
+    pub concurrency: usize,
+}
+
+impl Default for UploadOptions {
+    fn default() -> Self {
+        Self {
+            part_size: 32 << 20,
+            concurrency: 4,
+        }
+    }
+}
+
 impl Snapshot {
     /// Uploads the files under `folder`; returns what was written.
     pub async fn upload(
         self,
         store: Arc<dyn ObjectStore>,
         folder: Path,
+        options: UploadOptions,
     ) -> Result<Vec<WrittenFile>, CheckpointError> {
         let mut written = Vec::new();
         for (name, bytes) in self.files {
@@ -164,17 +197,38 @@ impl Snapshot {
                 size: bytes.len() as u64,
                 sha256: sha256_hex(&bytes),
             };
-            store
-                .put(&path, PutPayload::from(bytes))
-                .await
-                .map_err(|source| CheckpointError::Store {
-                    path: path.to_string(),
-                    source,
-                })?;
+            upload_file(&store, &path, bytes.into(), options).await?;
             written.push(file);
         }
         Ok(written)
     }
+}
+
+/// One file as a multipart upload, aborted (its parts discarded) if any part fails.
+pub async fn upload_file(
+    store: &Arc<dyn ObjectStore>,
+    path: &Path,
+    bytes: bytes::Bytes,
+    options: UploadOptions,
+) -> Result<(), CheckpointError> {
+    let fail = |source| CheckpointError::Store {
+        path: path.to_string(),
+        source,
+    };
+    let part = options.part_size.max(1);
+    let upload = store.put_multipart(path).await.map_err(fail)?;
+    let mut writer = WriteMultipart::new_with_chunk_size(upload, part);
+    let mut offset = 0;
+    while offset < bytes.len() {
+        if let Err(e) = writer.wait_for_capacity(options.concurrency.max(1)).await {
+            let _ = writer.abort().await;
+            return Err(fail(e));
+        }
+        let end = (offset + part).min(bytes.len());
+        writer.put(bytes.slice(offset..end));
+        offset = end;
+    }
+    writer.finish().await.map(drop).map_err(fail)
 }
 
 /// What a restored checkpoint holds.

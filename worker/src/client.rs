@@ -184,10 +184,6 @@ impl Client {
         pb::CheckpointDoneReply
     );
     rpc!(leave, pb::LeaveRequest, pb::LeaveReply);
-    rpc!(
-        report_collective_error,
-        pb::CollectiveErrorRequest,
-        pb::CollectiveErrorReply
-    );
+    rpc!(report_failure, pb::FailureRequest, pb::FailureReply);
     rpc!(job_status, pb::JobStatusRequest, pb::JobStatusReply);
 }

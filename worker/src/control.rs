@@ -23,6 +23,7 @@ pub struct Control {
     checkpoint: AtomicBool,
     shutdown: AtomicBool,
     finished: AtomicBool,
+    failure: Mutex<Option<String>>,
     join_tx: watch::Sender<u64>,
     changed: Notify,
 }
@@ -41,6 +42,7 @@ impl Control {
             checkpoint: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             finished: AtomicBool::new(false),
+            failure: Mutex::new(None),
             join_tx,
             changed: Notify::new(),
         };
@@ -59,6 +61,19 @@ impl Control {
         *self.abort.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.generation.store(0, Ordering::SeqCst);
         self.set_phase(pb::WorkerPhase::Waiting);
+    }
+
+    /// Aborts generation `g` if it is still the current one (a late failure of an ended
+    /// generation, such as its checkpoint upload, never touches the next).
+    pub fn abort_generation(&self, g: u64, reason: &str) {
+        if self.generation.load(Ordering::SeqCst) == g {
+            self.abort(reason);
+        }
+    }
+
+    /// The generation the worker is in (0: none).
+    pub fn current(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
     /// Aborts the current generation (its collective returns errors at once).
@@ -109,6 +124,22 @@ impl Control {
         self.shutdown.store(true, Ordering::SeqCst);
         self.abort("the job is shutting down");
         self.join_tx.send_replace(u64::MAX);
+        self.changed.notify_waiters();
+    }
+
+    /// The coordinator says the job failed: the worker stops with `reason` as its error.
+    pub fn fail(&self, reason: &str) {
+        *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_string());
+        self.shut_down();
+        self.changed.notify_waiters();
+    }
+
+    /// Why the job failed, if the coordinator said it did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The coordinator says the job is finished: its last step is committed.
@@ -142,5 +173,29 @@ impl Control {
     /// The phase as sent in heartbeats.
     pub fn phase(&self) -> i32 {
         self.phase.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A late failure of an ended generation (its upload, its report) never aborts the next one.
+    #[test]
+    fn late_aborts_of_an_ended_generation_are_ignored() {
+        let (control, _join) = Control::new();
+        control.enter(7, AbortHandle::new());
+        control.leave();
+        let next = AbortHandle::new();
+        control.enter(8, next.clone());
+        control.abort_generation(7, "upload of generation 7 failed");
+        assert_eq!(control.aborted(), None);
+        assert!(!next.is_aborted());
+        control.abort_generation(8, "upload of generation 8 failed");
+        assert_eq!(
+            control.aborted().as_deref(),
+            Some("upload of generation 8 failed")
+        );
+        assert!(next.is_aborted());
     }
 }

@@ -9,8 +9,10 @@ use fourm_plan::PlanError;
 use crate::checkpoint::CheckpointError;
 use crate::client::ClientError;
 use crate::config::ConfigError;
+use crate::failure::Failure;
 use crate::pipeline::PipelineError;
 use crate::step::StepError;
+use fourm_proto::v1 as pb;
 
 /// Why a worker (or one of its generations) stopped.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +51,9 @@ pub enum WorkerError {
     /// A training step.
     #[error(transparent)]
     Step(#[from] StepError),
+    /// The coordinator says the job failed.
+    #[error("the job failed: {0}")]
+    JobFailed(String),
     /// I/O (the collective listener, the audit file).
     #[error("{context}: {source}")]
     Io {
@@ -70,5 +75,30 @@ impl WorkerError {
             context: context.into(),
             source,
         }
+    }
+
+    /// Whether no new generation can mend it (the worker's configuration or setup): the worker
+    /// stops. Anything else ends the generation, and the worker rejoins.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            WorkerError::Config(_) | WorkerError::Setup(_) | WorkerError::Model(_)
+        )
+    }
+
+    /// How this error is reported as a generation failure.
+    pub(crate) fn as_failure(&self) -> Failure {
+        let kind = match self {
+            WorkerError::Collective(_) => pb::FailureKind::Collective,
+            WorkerError::Checkpoint(
+                CheckpointError::Corrupt { .. } | CheckpointError::NotCommitted { .. },
+            ) => pb::FailureKind::BadCheckpoint,
+            _ => pb::FailureKind::Other,
+        };
+        let mut f = Failure::new(kind, self.to_string());
+        if let WorkerError::Checkpoint(e) = self {
+            f.checkpoint = e.folder().map(str::to_string);
+        }
+        f
     }
 }

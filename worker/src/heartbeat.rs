@@ -56,6 +56,10 @@ pub async fn heartbeat_loop(
                 tracing::info!("coordinator says the job is finished");
                 control.finish();
             }
+            pb::Instruction::Fail => {
+                tracing::error!(reason = %reply.reason, "coordinator says the job failed");
+                control.fail(&reply.reason);
+            }
             pb::Instruction::Register => {
                 tracing::info!(
                     "coordinator does not know this worker (restarted?): registering again"

@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod control;
 mod error;
+pub mod failure;
 pub mod generation;
 mod heartbeat;
 pub mod metrics;

@@ -4,7 +4,7 @@
 //! step (bounded), so that the step never waits while the store keeps up; the time it does wait
 //! is measured.
 
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
 use fourm_data::{DecodedSample, StepLoader};
@@ -21,16 +21,43 @@ pub struct PreparedBatch {
     pub progress: Vec<(u64, u64)>,
     /// `epoch/shard/key` of every sample in the batch.
     pub keys: Vec<String>,
-    /// Shards found bad while filling the batch: (shard, reason). Their samples were skipped.
-    pub quarantined: Vec<(u32, String)>,
+    /// `epoch/shard/#position` of the samples of bad shards consumed without training.
+    pub skipped: Vec<String>,
+    /// Shards found bad while filling the batch (their samples are skipped, and counted).
+    pub quarantined: Vec<Quarantine>,
     /// Time the loader waited for shards while preparing it.
     pub loader_wait: Duration,
+}
+
+/// A shard taken out of training.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantine {
+    /// Epoch.
+    pub epoch: u64,
+    /// Shard.
+    pub shard: u32,
+    /// Its samples (all skipped).
+    pub samples: u64,
+    /// Why.
+    pub reason: String,
 }
 
 /// Why the pipeline stopped.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PipelineError {
+    /// A shard could not be read (after the store's retries and the loader's): the data may be
+    /// fine, so nothing is consumed; the generation ends and reads it again later.
+    #[error("shard {shard} unreadable for now: {reason}")]
+    Unavailable {
+        /// The shard.
+        shard: u32,
+        /// The last error.
+        reason: String,
+    },
+    /// The generation was aborted while the step waited for its batch.
+    #[error("aborted while waiting for data: {0}")]
+    Aborted(String),
     /// A sample could not be tokenized or masked.
     #[error("sample {key}: {reason}")]
     Sample {
@@ -126,25 +153,34 @@ impl Prefetcher {
         }
     }
 
-    /// The next batch, and how long the step waited for it.
-    pub fn next_batch(&mut self) -> Result<(PreparedBatch, Duration), PipelineError> {
+    /// The next batch, and how long the step waited for it. `aborted` is asked while waiting:
+    /// a generation that ends while its input is stuck (a store outage) does not wait for it.
+    pub fn next_batch(
+        &mut self,
+        aborted: impl Fn() -> Option<String>,
+    ) -> Result<(PreparedBatch, Duration), PipelineError> {
         let t = Instant::now();
-        let batch = self
-            .rx
-            .recv()
-            .unwrap_or(Err(PipelineError::NoValidData(0)))?;
-        Ok((batch, t.elapsed()))
+        loop {
+            match self.rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(batch) => return Ok((batch?, t.elapsed())),
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Some(reason) = aborted() {
+                        return Err(PipelineError::Aborted(reason));
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => return Err(PipelineError::NoValidData(0)),
+            }
+        }
     }
 }
 
 impl Drop for Prefetcher {
     fn drop(&mut self) {
-        // Closing the receiver stops the producer at its next send.
+        // Closing the receiver stops the producer at its next send. It is not waited for: it may
+        // be retrying a store that is down, and the next generation must not wait on that.
         let (_, dead) = sync_channel(1);
         drop(std::mem::replace(&mut self.rx, dead));
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
+        drop(self.handle.take());
     }
 }
 
@@ -171,23 +207,40 @@ fn prepare(
     batch_size: usize,
 ) -> Result<PreparedBatch, PipelineError> {
     let mut good = Vec::new();
-    let mut quarantined: Vec<(u32, String)> = Vec::new();
+    let mut skipped = Vec::new();
+    let mut quarantined: Vec<Quarantine> = Vec::new();
     let mut loader_wait = Duration::ZERO;
     let mut bad_in_a_row = 0usize;
     while good.len() < batch_size {
         let step = loader.next_step_blocking(stream, batch_size - good.len());
         loader_wait += step.waited;
         for s in step.samples {
+            let at = s.at;
             match s.data {
                 Ok(sample) => {
                     bad_in_a_row = 0;
-                    good.push((s.at, sample));
+                    good.push((at, sample));
+                }
+                Err(e) if e.is_transient() => {
+                    return Err(PipelineError::Unavailable {
+                        shard: at.shard,
+                        reason: e.to_string(),
+                    });
                 }
                 Err(e) => {
                     bad_in_a_row += 1;
-                    if !quarantined.iter().any(|(shard, _)| *shard == s.at.shard) {
-                        tracing::warn!(shard = s.at.shard, epoch = s.at.epoch, error = %e, "bad shard quarantined");
-                        quarantined.push((s.at.shard, e.to_string()));
+                    skipped.push(format!("{}/{}/#{}", at.epoch, at.shard, at.sample));
+                    if !quarantined
+                        .iter()
+                        .any(|q| (q.epoch, q.shard) == (at.epoch, at.shard))
+                    {
+                        tracing::warn!(shard = at.shard, epoch = at.epoch, error = %e, "bad shard quarantined");
+                        quarantined.push(Quarantine {
+                            epoch: at.epoch,
+                            shard: at.shard,
+                            samples: loader.shard_samples(at.shard),
+                            reason: e.to_string(),
+                        });
                     }
                 }
             }
@@ -206,6 +259,7 @@ fn prepare(
         batch,
         progress: stream.take_progress(),
         keys,
+        skipped,
         quarantined,
         loader_wait,
     })

@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::client::Client;
 use crate::control::Control;
+use crate::failure::{self, Failure};
 
 /// What the reporter sends.
 #[derive(Debug)]
@@ -34,6 +35,10 @@ impl Reporter {
         let seen = committed.clone();
         runtime.spawn(async move {
             while let Some(report) = rx.recv().await {
+                let (worker, g) = match &report {
+                    Report::Progress(r) => (r.worker_id.clone(), r.generation),
+                    Report::Done(r) => (r.worker_id.clone(), r.generation),
+                };
                 let result = match report {
                     Report::Progress(req) => {
                         client.report_progress(req).await.map(|r| r.committed_step)
@@ -48,9 +53,17 @@ impl Reporter {
                 };
                 match result {
                     Ok(step) => raise(&seen, step),
+                    // A late report of an ended generation: it was refused as stale, and it
+                    // must not touch the generation the worker is in now.
+                    Err(e) if control.current() != g => {
+                        tracing::debug!(generation = g, error = %e, "late report of an ended generation dropped");
+                    }
                     Err(e) => {
-                        tracing::warn!(error = %e, "coordinator refused a report");
-                        control.abort(&format!("coordinator refused a report: {e}"));
+                        let f = Failure::new(
+                            pb::FailureKind::Other,
+                            format!("coordinator refused a report: {e}"),
+                        );
+                        failure::report(&client, &control, &worker, g, f).await;
                     }
                 }
             }

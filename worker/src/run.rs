@@ -103,11 +103,16 @@ pub async fn run(
         device,
         reporter,
         audit,
+        ring_key: ring_key(&token, &reply.job_id),
+        upload: Mutex::new(None),
     });
 
     let mut last = 0;
     let outcome = loop {
         let g = *join.borrow_and_update();
+        if let Some(reason) = control.failure() {
+            break Err(WorkerError::JobFailed(reason));
+        }
         if control.is_shut_down() {
             break Ok(());
         }
@@ -124,10 +129,22 @@ pub async fn run(
         match end {
             Ok(Ok(GenerationEnd::Finished)) => {
                 tracing::info!("job finished; waiting for the coordinator to confirm");
-                while !control.is_shut_down() {
-                    tokio::time::sleep(interval).await;
+                loop {
+                    let changed = control.changed();
+                    if control.is_shut_down() {
+                        break;
+                    }
+                    changed.await;
                 }
-                break Ok(());
+                match control.failure() {
+                    Some(reason) => break Err(WorkerError::JobFailed(reason)),
+                    None => break Ok(()),
+                }
+            }
+            Ok(Ok(GenerationEnd::Aborted(_))) if control.failure().is_some() => {
+                break Err(WorkerError::JobFailed(
+                    control.failure().unwrap_or_default(),
+                ));
             }
             Ok(Ok(GenerationEnd::Aborted(_))) if control.is_shut_down() => {
                 tracing::info!("the job is over; leaving");
@@ -197,4 +214,16 @@ fn host_name() -> String {
         })
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "worker".into())
+}
+
+/// The ring's key: the job token, bound to the job id (a token shared by two jobs does not let
+/// a rank of one into the other's ring).
+fn ring_key(token: &str, job_id: &str) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"fourm ring key\0");
+    h.update(job_id.as_bytes());
+    h.update(b"\0");
+    h.update(token.as_bytes());
+    h.finalize().to_vec()
 }

@@ -3,6 +3,8 @@
 
 use anyhow::{Context, bail};
 use burn::tensor::Device;
+use fourm_coordinator::durable::latest_committed_folder;
+use fourm_coordinator::manifest::MANIFEST_NAME;
 use fourm_data::{DatasetStore, StoreConfig};
 use fourm_model::FourM;
 use fourm_model::generate::SpecialTokens;
@@ -78,33 +80,18 @@ pub async fn load(url: &str, dataset: Option<&str>, device: &Device) -> anyhow::
     })
 }
 
-/// The store's root if it is a committed step folder, else its latest committed step folder.
+/// The store's root if it is a committed step folder, else the newest committed checkpoint its
+/// commit log lists.
 async fn step_folder(store: &DatasetStore) -> anyhow::Result<object_store::path::Path> {
     let root = store.root().clone();
-    if store.get(&root.clone().join("MANIFEST.json")).await.is_ok() {
+    if store.get(&root.clone().join(MANIFEST_NAME)).await.is_ok() {
         return Ok(root);
     }
-    let mut best: Option<(u64, object_store::path::Path)> = None;
-    let listing = store
-        .inner()
-        .list_with_delimiter(Some(&root))
+    let latest = latest_committed_folder(store.inner(), &root)
         .await
-        .with_context(|| format!("listing {}", store.url()))?;
-    for dir in listing.common_prefixes {
-        let Some(step) = dir
-            .filename()
-            .and_then(|n| n.strip_prefix("step-"))
-            .and_then(|n| n.parse::<u64>().ok())
-        else {
-            continue;
-        };
-        let committed = store.get(&dir.clone().join("MANIFEST.json")).await.is_ok();
-        if committed && best.as_ref().is_none_or(|(s, _)| step > *s) {
-            best = Some((step, dir));
-        }
-    }
-    match best {
-        Some((_, dir)) => Ok(dir),
+        .with_context(|| format!("reading the commit log of {}", store.url()))?;
+    match latest {
+        Some(folder) => Ok(root.join(folder.as_str())),
         None => bail!(
             "{} is neither a committed checkpoint folder nor a checkpoint root with one",
             store.url()

@@ -37,6 +37,16 @@ pub struct ClusterSpec {
     pub join_timeout: Duration,
     /// A worker silent this long is lost.
     pub heartbeat_timeout: Duration,
+    /// A member whose step does not advance this long is evicted.
+    pub progress_timeout: Duration,
+    /// A job without progress this long fails.
+    pub stall_timeout: Duration,
+    /// Restarts (generations after the first) before the job fails.
+    pub max_restarts: u32,
+    /// Checkpoint root URL (default: `checkpoints/` of the job folder).
+    pub checkpoint_url: Option<String>,
+    /// Extra environment of every process (store credentials, failpoints).
+    pub env: Vec<(String, String)>,
     /// Record the samples of committed steps under `audit/`.
     pub audit: bool,
     /// Add a parameter digest to every metrics line.
@@ -56,6 +66,11 @@ impl ClusterSpec {
             min_workers: config.launch.workers,
             join_timeout: Duration::from_secs(60),
             heartbeat_timeout: Duration::from_secs(5),
+            progress_timeout: Duration::from_secs(600),
+            stall_timeout: Duration::from_secs(1800),
+            max_restarts: 100,
+            checkpoint_url: None,
+            env: Vec::new(),
             audit: false,
             param_digest: false,
             config,
@@ -65,6 +80,14 @@ impl ClusterSpec {
     /// `checkpoints/` of the job folder.
     pub fn checkpoint_dir(&self) -> PathBuf {
         self.dir.join("checkpoints")
+    }
+
+    /// The checkpoint root's URL.
+    pub fn checkpoint_root(&self) -> anyhow::Result<String> {
+        match &self.checkpoint_url {
+            Some(url) => Ok(url.clone()),
+            None => path_str(&self.checkpoint_dir()),
+        }
     }
 
     /// The metrics file of worker `i`.
@@ -89,6 +112,7 @@ pub struct LocalCluster {
     spec: ClusterSpec,
     grpc: SocketAddr,
     coordinator: Option<Child>,
+    coordinator_env: Vec<(String, String)>,
     workers: Vec<Option<Child>>,
 }
 
@@ -126,6 +150,7 @@ impl LocalCluster {
             spec,
             grpc,
             coordinator: None,
+            coordinator_env: Vec::new(),
         };
         cluster.start_coordinator()?;
         for i in 0..cluster.spec.workers {
@@ -142,7 +167,12 @@ impl LocalCluster {
     /// Starts (or restarts) the coordinator and waits until it accepts connections.
     pub fn start_coordinator(&mut self) -> anyhow::Result<()> {
         let config = self.spec.dir.join("config").join("coordinator.toml");
-        let child = self.spawn("coordinator", "coordinator", &config)?;
+        let env: Vec<(&str, &str)> = self
+            .coordinator_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let child = self.spawn("coordinator", "coordinator", &config, &env)?;
         self.coordinator = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         while TcpStream::connect_timeout(&self.grpc, Duration::from_millis(200)).is_err() {
@@ -163,14 +193,35 @@ impl LocalCluster {
 
     /// Starts (or restarts) worker `i`.
     pub fn start_worker(&mut self, i: u32) -> anyhow::Result<()> {
+        self.start_worker_with(i, &[])
+    }
+
+    /// Starts (or restarts) worker `i` with extra environment variables (a failpoint).
+    pub fn start_worker_with(&mut self, i: u32, env: &[(&str, &str)]) -> anyhow::Result<()> {
         let name = format!("worker-{i}");
         let config = self.spec.dir.join("config").join(format!("{name}.toml"));
-        let child = self.spawn("worker", &name, &config)?;
+        let child = self.spawn("worker", &name, &config, env)?;
         self.workers[i as usize] = Some(child);
         Ok(())
     }
 
-    fn spawn(&self, command: &str, name: &str, config: &Path) -> anyhow::Result<Child> {
+    /// Starts (or restarts) the coordinator with extra environment variables (a failpoint), and
+    /// waits until it accepts connections.
+    pub fn start_coordinator_with(&mut self, env: &[(&str, &str)]) -> anyhow::Result<()> {
+        self.coordinator_env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.start_coordinator()
+    }
+
+    fn spawn(
+        &self,
+        command: &str,
+        name: &str,
+        config: &Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Child> {
         let log_path = self.spec.log_file(name);
         let log = File::options()
             .create(true)
@@ -178,8 +229,14 @@ impl LocalCluster {
             .open(&log_path)
             .with_context(|| format!("opening {}", log_path.display()))?;
         let err = log.try_clone().context("duplicating the log handle")?;
-        Command::new(&self.spec.exe)
-            .arg(command)
+        let mut cmd = Command::new(&self.spec.exe);
+        for (k, v) in &self.spec.env {
+            cmd.env(k, v);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.arg(command)
             .arg("--config")
             .arg(config)
             .env("NO_COLOR", "1")
@@ -319,11 +376,13 @@ fn write_coordinator_config(
         job: JobConfig {
             id: "fourm-launch".into(),
             dataset: spec.dataset.clone(),
-            checkpoint_root: path_str(&spec.checkpoint_dir())?,
+            checkpoint_root: spec.checkpoint_root()?,
             seed: l.seed,
             total_steps: l.steps,
             checkpoint_every: l.checkpoint_every,
             keep_last: 3,
+            stall_timeout: spec.stall_timeout,
+            max_restarts: spec.max_restarts,
         },
         membership: MembershipConfig {
             min_workers: spec.min_workers,
@@ -331,6 +390,7 @@ fn write_coordinator_config(
             join_timeout: spec.join_timeout,
             heartbeat_interval: Duration::from_millis(250),
             heartbeat_timeout: spec.heartbeat_timeout,
+            progress_timeout: spec.progress_timeout,
         },
     };
     config.validate()?;

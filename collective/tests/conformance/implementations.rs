@@ -1,5 +1,6 @@
 //! The implementations under test, each able to build a group of ranks.
 
+use crate::TEST_KEY;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -94,6 +95,7 @@ pub fn ring_group(world: usize, config: &RingConfig) -> Vec<RingCollective> {
                     generation,
                     rank,
                     peers: peers.clone(),
+                    key: TEST_KEY.to_vec(),
                 };
                 s.spawn(move || {
                     RingCollective::connect(listener, &rendezvous, config, AbortHandle::new())

@@ -17,6 +17,9 @@ use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
 use implementations::Implementation;
 
+/// The ring key of the tests' groups.
+pub(crate) const TEST_KEY: &[u8] = b"conformance ring key";
+
 /// Fails the check with a message unless the condition holds.
 #[macro_export]
 macro_rules! ensure {

@@ -11,7 +11,7 @@ use fourm_collective::{
 use libtest_mimic::Failed;
 
 use crate::implementations::ring_group;
-use crate::{HANG, ensure, noisy, on_ranks};
+use crate::{HANG, TEST_KEY, ensure, noisy, on_ranks};
 
 type RingCheck = fn() -> Result<(), Failed>;
 
@@ -21,6 +21,14 @@ pub const ALL: &[(&str, RingCheck)] = &[
     (
         "foreign_connections_are_dropped",
         foreign_connections_are_dropped,
+    ),
+    (
+        "a_hello_under_another_key_is_refused",
+        a_hello_under_another_key_is_refused,
+    ),
+    (
+        "idle_connections_do_not_block_the_rendezvous",
+        idle_connections_do_not_block_the_rendezvous,
     ),
     ("waits_for_a_late_listener", waits_for_a_late_listener),
     (
@@ -64,6 +72,7 @@ fn join(
         generation,
         rank,
         peers: peers.to_vec(),
+        key: TEST_KEY.to_vec(),
     };
     RingCollective::connect(
         listener,
@@ -161,6 +170,60 @@ fn foreign_connections_are_dropped() -> Result<(), Failed> {
     })
 }
 
+/// A process without the job's key cannot become a rank: its hello is refused as
+/// unauthenticated, and the rightful rank then joins.
+fn a_hello_under_another_key_is_refused() -> Result<(), Failed> {
+    let (l0, a0) = bind();
+    let (l1, a1) = bind();
+    let (l_forger, a_forger) = bind();
+    std::thread::scope(|s| {
+        let rank0 = s.spawn(|| join(&l0, 3, 0, &[a0, a1], HANG));
+        let forged = Rendezvous {
+            generation: 3,
+            rank: 1,
+            peers: vec![a0, a_forger],
+            key: b"guessed key".to_vec(),
+        };
+        let got = RingCollective::connect(
+            &l_forger,
+            &forged,
+            &config(Duration::from_secs(5)),
+            AbortHandle::new(),
+        );
+        ensure!(
+            matches!(
+                got,
+                Err(CollectiveError::Rejected {
+                    reason: RejectReason::Unauthenticated,
+                    ..
+                })
+            ),
+            "the forger got {got:?}"
+        );
+        let rank1 = join(&l1, 3, 1, &[a0, a1], HANG)?;
+        check_sum(rank0.join().unwrap()?, rank1)
+    })
+}
+
+/// Connections that never say anything are greeted concurrently: many of them cannot use up
+/// the rendezvous window (greeted one after the other, each would hold it for seconds).
+fn idle_connections_do_not_block_the_rendezvous() -> Result<(), Failed> {
+    let (l0, a0) = bind();
+    let (l1, a1) = bind();
+    let window = Duration::from_secs(4);
+    std::thread::scope(|s| {
+        let rank0 = s.spawn(|| join(&l0, 9, 0, &[a0, a1], window));
+        let idle: Vec<TcpStream> = (0..8)
+            .map(|_| TcpStream::connect(a0))
+            .collect::<Result<_, _>>()?;
+        std::thread::sleep(Duration::from_millis(100));
+        let rank1 = join(&l1, 9, 1, &[a0, a1], window)?;
+        let rank0 = rank0.join().unwrap()?;
+        drop(idle);
+        check_sum(rank0, rank1)
+    })
+}
+
 /// A rank whose right neighbour's listener is not bound yet keeps retrying.
 fn waits_for_a_late_listener() -> Result<(), Failed> {
     let (l0, a0) = bind();
@@ -223,6 +286,7 @@ fn abort_stops_the_rendezvous() -> Result<(), Failed> {
         generation: 1,
         rank: 0,
         peers: vec![a0, a1],
+        key: TEST_KEY.to_vec(),
     };
     let started = Instant::now();
     let result = std::thread::scope(|s| {

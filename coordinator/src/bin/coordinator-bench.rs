@@ -220,6 +220,7 @@ async fn main() -> anyhow::Result<()> {
                         lat,
                         "report_progress",
                         c.report_progress(pb::ProgressRequest {
+                            quarantined: Vec::new(),
                             worker_id: id.clone(),
                             generation,
                             step,

@@ -41,8 +41,9 @@ impl StateMachine {
             });
         }
         g.pending.entry(step).or_default().begun = true;
+        let folder = folder_name(step, g.id);
         self.checkpoint_requested = false;
-        Ok(folder_name(step))
+        Ok(folder)
     }
 
     /// A rank wrote its part of the checkpoint of `step` (after reporting its progress through
@@ -57,6 +58,8 @@ impl StateMachine {
     ) -> Result<Option<Manifest>, StateError> {
         let plan = self.plan.clone();
         let job_id = self.config.job_id.clone();
+        let incarnation = self.incarnation;
+        let quarantined = self.quarantined.values().cloned().collect();
         let committed = self.committed.as_ref().map_or(0, |c| c.step);
         let (g, rank) = self.member_mut(worker, generation)?;
         let bad = |reason: String| StateError::BadCheckpoint {
@@ -92,23 +95,28 @@ impl StateMachine {
         pending.committing = true;
         let files = pending.files.clone();
         let cursor = g.cursor_at(&plan, step)?;
-
-        Ok(Some(Manifest {
+        let manifest = Manifest {
             format: MANIFEST_FORMAT,
             job_id,
             step,
             generation: g.id,
+            incarnation,
             world_size: world,
-            folder: folder_name(step),
+            folder: folder_name(step, g.id),
             files,
             cursor: cursor.to_state(&plan),
             assignment: g.assignment.clone(),
+            quarantined,
             committed_unix_ms: now,
-        }))
+        };
+        self.commit_in_flight = Some(step);
+        Ok(Some(manifest))
     }
 
-    /// The manifest of `manifest.step` is durably written. Returns folders to delete (beyond the
-    /// last `keep_last`).
+    /// The checkpoint of `manifest` is durably committed. Returns committed folders to retire
+    /// (beyond the last `keep_last`). The commit applies to the generation that wrote it; no
+    /// other one can have formed meanwhile (none forms while a commit is in flight), and one
+    /// waiting for it forms now, from it.
     pub fn checkpoint_committed(
         &mut self,
         manifest: &Manifest,
@@ -116,42 +124,84 @@ impl StateMachine {
     ) -> Result<Vec<String>, StateError> {
         let cursor = Cursor::from_state(&self.plan, &manifest.cursor)?;
         let step = manifest.step;
+        if self.commit_in_flight == Some(step) {
+            self.commit_in_flight = None;
+        }
         self.committed = Some(Committed {
             step,
             folder: manifest.folder.clone(),
             cursor: cursor.clone(),
             assignment: manifest.assignment.clone(),
+            quarantined: manifest.quarantined.clone(),
             at: now,
         });
+        self.progress_at = now;
         self.history.push(manifest.folder.clone());
         let excess = self
             .history
             .len()
             .saturating_sub(self.config.keep_last.max(1));
         let removed: Vec<String> = self.history.drain(..excess).collect();
-        let waiting = self.workers.len() as u32;
-        if let Phase::Running(g) = &mut self.phase {
+        let finished = step >= self.config.total_steps;
+        let registered = self.workers.len() as u32;
+        let mut scale_up = None;
+        if let Phase::Running(g) = &mut self.phase
+            && g.id == manifest.generation
+        {
             g.committed(step, cursor);
-            if step >= self.config.total_steps {
+            if registered > g.world_size() && g.world_size() < self.config.max_workers {
+                scale_up = Some(g.world_size());
+            }
+        }
+        if finished {
+            if !matches!(self.phase, Phase::Failed(_)) {
                 self.phase = Phase::Finished;
                 self.last_change = format!("job finished at step {step}");
                 self.push_event(EventState::Finished, 0, Vec::new());
-            } else if waiting > g.world_size() && g.world_size() < self.config.max_workers {
-                let reason = format!(
-                    "scaling up from {} workers after checkpoint {step}",
-                    g.world_size()
-                );
-                self.end_generation(reason);
-                self.try_form(now);
             }
+        } else if let Some(world) = scale_up {
+            let reason = format!("scaling up from {world} workers after checkpoint {step}");
+            self.end_generation(reason, now);
         }
+        self.try_form(now);
         Ok(removed)
     }
 
-    /// Writing the manifest of `step` failed: the checkpoint is dropped, training goes on.
-    pub fn checkpoint_failed(&mut self, step: u64) {
-        if let Phase::Running(g) = &mut self.phase {
-            g.pending.remove(&step);
+    /// Committing the checkpoint of `step` failed (after the store's retries): it is dropped and
+    /// the generation that wrote it ends, so that the next one retrains from the last commit and
+    /// checkpoints again (a job never waits for a commit that will not come).
+    pub fn checkpoint_failed(&mut self, step: u64, reason: &str, now: u64) {
+        if self.commit_in_flight == Some(step) {
+            self.commit_in_flight = None;
         }
+        let writing = matches!(&self.phase, Phase::Running(g) if g.pending.contains_key(&step));
+        if writing {
+            self.end_generation(
+                format!("committing checkpoint {step} failed: {reason}"),
+                now,
+            );
+        }
+        self.try_form(now);
+    }
+
+    /// The committed checkpoint was found bad (a rank could not restore it): the job goes back to
+    /// `previous` (the newest good one, `None`: the start), and the running generation ends so
+    /// that the next one restores that.
+    pub fn checkpoint_bad(&mut self, folder: &str, previous: Option<Committed>, now: u64) {
+        if self.committed.as_ref().is_none_or(|c| c.folder != folder) {
+            return;
+        }
+        self.history.retain(|f| f != folder);
+        match &previous {
+            Some(p) => self.assignment = p.assignment.clone(),
+            None => {
+                if let Ok(a) = fourm_plan::Assignment::new(self.config.max_workers.max(1)) {
+                    self.assignment = a;
+                }
+            }
+        }
+        self.committed = previous;
+        self.end_generation(format!("checkpoint {folder} failed verification"), now);
+        self.try_form(now);
     }
 }

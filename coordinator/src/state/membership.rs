@@ -1,10 +1,10 @@
-//! Membership: workers register and heartbeat, silent or departed ones are lost, generations
-//! form (ranks by natural order of the worker ids, the data re-dealt over them) and end, and the
-//! members of a generation meet at its rendezvous.
+//! Membership: workers register and heartbeat, silent, departed or wedged ones are lost, and the
+//! members of a generation meet at its rendezvous. How generations form and end is in
+//! [`super::formation`].
 
-use super::generation::{Generation, RestorePoint};
-use super::types::{EventState, GenerationEvent, Instruction, Phase, RendezvousInfo, WorkerInfo};
-use super::{StateMachine, Worker, order};
+use super::generation::Generation;
+use super::types::{Instruction, Phase, RendezvousInfo, WorkerInfo};
+use super::{StateMachine, Worker};
 use crate::error::StateError;
 
 impl StateMachine {
@@ -32,7 +32,7 @@ impl StateMachine {
             && g.rank_of(&info.worker_id).is_some()
         {
             let reason = format!("worker {} registered again (restarted)", info.worker_id);
-            self.end_generation(reason);
+            self.end_generation(reason, now);
         }
         self.job_digest
             .get_or_insert_with(|| info.config_digest.clone());
@@ -42,6 +42,8 @@ impl StateMachine {
                 info,
                 last_seen: now,
                 step: 0,
+                advanced_at: now,
+                generation: 0,
             },
         );
         self.try_form(now);
@@ -54,10 +56,16 @@ impl StateMachine {
             return Instruction::Register;
         };
         w.last_seen = now;
-        w.step = w.step.max(step);
+        w.generation = generation;
+        if step > w.step {
+            w.step = step;
+            w.advanced_at = now;
+        }
+        self.note_step(step, now);
         let requested = self.checkpoint_requested;
         match &self.phase {
             Phase::Finished => Instruction::ShutDown,
+            Phase::Failed(reason) => Instruction::Fail(reason.clone()),
             Phase::Running(g) => match g.rank_of(worker) {
                 Some(_) if generation != g.id => Instruction::Join(g.id),
                 Some(0) if requested => Instruction::Checkpoint(step + 1),
@@ -72,7 +80,8 @@ impl StateMachine {
         }
     }
 
-    /// Time passes: lost workers end their generation; a waiting job may form one.
+    /// Time passes: lost workers end their generation, so does a wedged member; a job without
+    /// progress for too long fails; a waiting job may form a generation.
     pub fn tick(&mut self, now: u64) {
         let timeout = self.config.heartbeat_timeout_ms;
         let lost: Vec<(String, u64)> = self
@@ -84,23 +93,68 @@ impl StateMachine {
         for (id, silent) in lost {
             self.workers.remove(&id);
             if self.running().is_some_and(|g| g.rank_of(&id).is_some()) {
-                self.end_generation(format!("worker {id} missed its heartbeats for {silent} ms"));
+                self.end_generation(
+                    format!("worker {id} missed its heartbeats for {silent} ms"),
+                    now,
+                );
             }
         }
+        if let Some((id, idle)) = self.wedged(now) {
+            self.end_generation(
+                format!("worker {id} made no progress for {idle} ms (evicted)"),
+                now,
+            );
+        }
+        let stalled = now.saturating_sub(self.progress_at);
+        if !matches!(self.phase, Phase::Finished | Phase::Failed(_))
+            && stalled > self.config.stall_timeout_ms
+        {
+            self.fail(
+                format!(
+                    "no progress for {stalled} ms (job.stall_timeout); committed step {}, furthest step {}; last change: {}",
+                    self.committed.as_ref().map_or(0, |c| c.step),
+                    self.best_step,
+                    self.last_change
+                ),
+                now,
+            );
+        }
         self.try_form(now);
+    }
+
+    /// A member of the running generation whose step has not advanced for longer than the
+    /// progress timeout (members done with the job's last step excepted).
+    fn wedged(&self, now: u64) -> Option<(String, u64)> {
+        let g = self.running()?;
+        g.members.iter().find_map(|m| {
+            let w = self.workers.get(m)?;
+            let idle = now.saturating_sub(w.advanced_at);
+            (w.step < self.config.total_steps && idle > self.config.progress_timeout_ms)
+                .then(|| (m.clone(), idle))
+        })
+    }
+
+    /// A rank reached `step`: progress if no rank ever went that far.
+    pub(super) fn note_step(&mut self, step: u64, now: u64) {
+        if step > self.best_step {
+            self.best_step = step;
+            self.progress_at = now;
+        }
     }
 
     /// A worker leaves.
     pub fn leave(&mut self, worker: &str, reason: &str, now: u64) {
         self.workers.remove(worker);
         if self.running().is_some_and(|g| g.rank_of(worker).is_some()) {
-            self.end_generation(format!("worker {worker} left: {reason}"));
+            self.end_generation(format!("worker {worker} left: {reason}"), now);
         }
         self.try_form(now);
     }
 
-    /// A worker's collective failed.
-    pub fn collective_error(
+    /// A member's generation failed on its side (its collective, a checkpoint upload, a
+    /// restore, its input): the generation ends at once and the next one forms from the workers
+    /// that report in.
+    pub fn report_failure(
         &mut self,
         worker: &str,
         generation: u64,
@@ -108,11 +162,15 @@ impl StateMachine {
         now: u64,
     ) -> Result<(), StateError> {
         self.member(worker, generation)?;
-        self.end_generation(format!(
-            "collective error reported by worker {worker}: {message}"
-        ));
+        self.end_generation(format!("worker {worker} reported: {message}"), now);
         self.try_form(now);
         Ok(())
+    }
+
+    /// The rank of `worker` in generation `generation`, if it is a member of that running
+    /// generation (`StaleGeneration`, `NotMember`, `UnknownWorker` otherwise).
+    pub fn check_member(&self, worker: &str, generation: u64) -> Result<u32, StateError> {
+        self.member(worker, generation).map(|(_, rank)| rank)
     }
 
     pub(super) fn member(
@@ -191,77 +249,5 @@ impl StateMachine {
             nccl_id,
             restore,
         })
-    }
-
-    pub(super) fn end_generation(&mut self, reason: String) {
-        let Phase::Running(g) =
-            std::mem::replace(&mut self.phase, Phase::Waiting { deadline: None })
-        else {
-            return;
-        };
-        tracing::warn!(generation = g.id, reason = %reason, "generation ended");
-        self.last_change = format!("generation {} ended: {reason}", g.id);
-        self.checkpoint_requested = false;
-        self.push_event(EventState::Ended, g.id, g.members.clone());
-    }
-
-    pub(super) fn try_form(&mut self, now: u64) {
-        let Phase::Waiting { deadline } = self.phase else {
-            return;
-        };
-        let present = self.workers.len() as u32;
-        if present < self.config.min_workers.max(1) {
-            self.phase = Phase::Waiting { deadline: None };
-            return;
-        }
-        let deadline = deadline.unwrap_or(now + self.config.join_timeout_ms);
-        if present < self.config.max_workers && now < deadline {
-            self.phase = Phase::Waiting {
-                deadline: Some(deadline),
-            };
-            return;
-        }
-        let mut members: Vec<String> = self.workers.keys().cloned().collect();
-        members.sort_by(|a, b| order::natural(a, b));
-        members.truncate(self.config.max_workers as usize);
-        let world = members.len() as u32;
-        let start = self
-            .committed
-            .as_ref()
-            .map(|c| c.cursor.clone())
-            .unwrap_or_default();
-        let assignment = match self.assignment.replan(&self.plan, &start, world) {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot plan the data assignment");
-                return;
-            }
-        };
-        self.assignment = assignment.clone();
-        self.formed_here += 1;
-        let id = (u64::from(self.incarnation) << 32) | u64::from(self.formed_here);
-        let restore = self.committed.as_ref().map(|c| RestorePoint {
-            step: c.step,
-            folder: c.folder.clone(),
-        });
-        tracing::info!(generation = id, world, restore = ?restore.as_ref().map(|r| r.step), "generation formed");
-        self.last_change = format!(
-            "generation {id} formed with {world} workers: {}",
-            members.join(", ")
-        );
-        self.generations_formed += 1;
-        self.push_event(EventState::Running, id, members.clone());
-        self.phase = Phase::Running(Box::new(Generation::new(
-            id, members, assignment, restore, start,
-        )));
-    }
-
-    pub(super) fn push_event(&mut self, state: EventState, generation: u64, members: Vec<String>) {
-        self.events.push(GenerationEvent {
-            generation,
-            members,
-            state,
-            reason: self.last_change.clone(),
-        });
     }
 }

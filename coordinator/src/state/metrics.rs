@@ -69,6 +69,7 @@ impl StateMachine {
             ),
             Phase::Waiting { .. } => (0, EventState::Waiting, 0, 0),
             Phase::Finished => (0, EventState::Finished, 0, 0),
+            Phase::Failed(_) => (0, EventState::Failed, 0, 0),
         };
         Status {
             job_id: self.config.job_id.clone(),
@@ -82,6 +83,8 @@ impl StateMachine {
             leases_outstanding: leases,
             last_change: self.last_change.clone(),
             metrics: self.metrics.clone(),
+            failure: self.failure().map(str::to_string),
+            quarantined: self.quarantined.values().cloned().collect(),
         }
     }
 }

@@ -5,6 +5,7 @@ use fourm_plan::{Assignment, Cursor};
 
 use super::generation::{Generation, RestorePoint};
 use super::metrics::JobMetrics;
+use crate::manifest::Quarantined;
 
 /// What the state machine needs from the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +28,14 @@ pub struct StateConfig {
     pub keep_last: usize,
     /// Steps of the whole job.
     pub total_steps: u64,
+    /// A job that makes no progress (no commit, no step beyond the furthest reached) for this
+    /// long fails.
+    pub stall_timeout_ms: u64,
+    /// Generations formed after the first (restarts) before the job fails.
+    pub max_restarts: u32,
+    /// A member whose step does not advance for this long while its generation runs is
+    /// evicted (a wedged restore, a blocked input pipeline).
+    pub progress_timeout_ms: u64,
 }
 
 /// A registering worker.
@@ -53,6 +62,8 @@ pub struct Committed {
     pub cursor: Cursor,
     /// Assignment in force.
     pub assignment: Assignment,
+    /// Shards quarantined up to this checkpoint.
+    pub quarantined: Vec<Quarantined>,
     /// Commit time (ms).
     pub at: u64,
 }
@@ -69,6 +80,9 @@ pub enum Phase {
     Running(Box<Generation>),
     /// The job is done.
     Finished,
+    /// The job cannot make progress (stalled, too many restarts, fenced): it ends with this
+    /// error.
+    Failed(String),
 }
 
 /// What a heartbeat reply tells the worker.
@@ -86,6 +100,8 @@ pub enum Instruction {
     Join(u64),
     /// Unknown to the coordinator: register.
     Register,
+    /// The job failed: stop with this error.
+    Fail(String),
 }
 
 /// A generation change, for watchers and logs.
@@ -112,6 +128,8 @@ pub enum EventState {
     Ended,
     /// Job finished.
     Finished,
+    /// Job failed.
+    Failed,
 }
 
 /// What a rank needs to train in its generation.
@@ -178,4 +196,8 @@ pub struct Status {
     pub last_change: String,
     /// Reported metrics.
     pub metrics: JobMetrics,
+    /// Why the job failed, if it did.
+    pub failure: Option<String>,
+    /// Shards taken out of training.
+    pub quarantined: Vec<Quarantined>,
 }

@@ -118,6 +118,7 @@ async fn measure(
     let mut stream = RankStream::new(&plan, &assignment, 0, 2, &Cursor::new());
     let config = LoaderConfig {
         shards_in_flight: 4,
+        ..LoaderConfig::default()
     };
     let mut loader = StepLoader::new(reader, config, tokio::runtime::Handle::current())?;
     loader.prefetch(&stream);

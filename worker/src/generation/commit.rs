@@ -7,8 +7,9 @@ use fourm_proto::v1 as pb;
 
 use super::restore::split_folder;
 use super::{GenerationEnd, Joined, Worker};
-use crate::checkpoint::{self, TrainerState};
+use crate::checkpoint::{self, CheckpointError, TrainerState, UploadOptions};
 use crate::error::WorkerError;
+use crate::failure::{self, Failure};
 use crate::reporter::Report;
 use crate::step::TrainState;
 
@@ -32,6 +33,8 @@ impl Worker {
             return Ok(());
         }
         self.control.set_phase(pb::WorkerPhase::Checkpointing);
+        // At most one checkpoint of this rank uploads at a time: memory holds one host copy.
+        self.finish_upload();
         let begin =
             self.runtime
                 .block_on(self.client.checkpoint_begin(pb::CheckpointBeginRequest {
@@ -52,13 +55,20 @@ impl Worker {
         };
         let snapshot = checkpoint::snapshot(&state.model, &state.layout, &state.adamw, &trainer)?;
         let (root, folder) = split_folder(&begin.prefix)?;
-        let store = DatasetStore::open(root, StoreConfig::default())?;
+        let store = DatasetStore::open_durable(root, StoreConfig::default())?;
         let path = store.root().clone().join(folder);
         let reporter = self.reporter.clone();
         let control = self.control.clone();
+        let client = self.client.clone();
+        let id = self.id.clone();
         let request = done(Vec::new());
-        self.runtime.spawn(async move {
-            match snapshot.upload(store.inner().clone(), path).await {
+        let options = UploadOptions::default();
+        let task = self.runtime.spawn(async move {
+            let uploaded = match fail_point_upload(step) {
+                Ok(()) => snapshot.upload(store.inner().clone(), path, options).await,
+                Err(e) => Err(e),
+            };
+            match uploaded {
                 Ok(files) => {
                     let files = files
                         .into_iter()
@@ -72,25 +82,35 @@ impl Worker {
                 }
                 Err(e) => {
                     tracing::error!(step, error = %e, "checkpoint upload failed");
-                    control.abort(&format!("checkpoint upload failed: {e}"));
+                    let f = Failure::new(
+                        pb::FailureKind::CheckpointUpload,
+                        format!("uploading checkpoint {step}: {e}"),
+                    );
+                    failure::report(&client, &control, &id, g, f).await;
                 }
             }
         });
+        *self.upload.lock().unwrap_or_else(|e| e.into_inner()) = Some((g, task));
         self.control.set_phase(pb::WorkerPhase::Training);
         Ok(())
     }
 
-    /// Writes the audit records of every committed step.
-    pub(super) fn flush_audit(&self) -> Result<(), WorkerError> {
-        if let Some(audit) = &self.audit {
-            let committed = self.reporter.committed();
-            audit
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .committed(committed)
-                .map_err(|e| WorkerError::io("writing the sample audit", e))?;
+    /// Waits for this rank's checkpoint upload in flight, if any.
+    fn finish_upload(&self) {
+        let pending = self.upload.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some((_, task)) = pending {
+            let _ = self.runtime.block_on(task);
         }
-        Ok(())
+    }
+
+    /// Cancels the upload of generation `g` (it ended: its checkpoint can no longer commit).
+    pub(super) fn cancel_upload(&self, g: u64) {
+        let mut slot = self.upload.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.as_ref().is_some_and(|(of, _)| *of == g)
+            && let Some((_, task)) = slot.take()
+        {
+            task.abort();
+        }
     }
 
     /// Phase 5: every step is trained; waits until the last one is committed (or the generation
@@ -103,9 +123,7 @@ impl Worker {
                 // The coordinator finishes a job only once its last step is committed.
                 self.reporter.set_committed(total);
             }
-            let done = self.reporter.committed() >= total;
-            self.flush_audit()?;
-            if done {
+            if self.reporter.committed() >= total {
                 return Ok(GenerationEnd::Finished);
             }
             if let Some(reason) = self.control.aborted() {
@@ -119,4 +137,21 @@ impl Worker {
             });
         }
     }
+}
+
+/// Failpoint `checkpoint-upload` (tests, `--features failpoints`): `return(S)` fails the upload
+/// of step `S` (`return`: of every step), `sleep(ms)` delays it.
+#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
+fn fail_point_upload(step: u64) -> Result<(), CheckpointError> {
+    fail::fail_point!("checkpoint-upload", |arg: Option<String>| {
+        if arg.is_none_or(|s| s == step.to_string()) {
+            Err(CheckpointError::Corrupt {
+                path: format!("checkpoint {step}"),
+                reason: "failpoint checkpoint-upload".into(),
+            })
+        } else {
+            Ok(())
+        }
+    });
+    Ok(())
 }

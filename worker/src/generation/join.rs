@@ -12,6 +12,7 @@ use fourm_proto::v1 as pb;
 use super::{GenerationEnd, Worker};
 use crate::config::CollectiveKind;
 use crate::error::WorkerError;
+use crate::failure::Failure;
 
 /// What a rank knows of its generation once it joined.
 #[derive(Debug, Clone)]
@@ -90,10 +91,9 @@ impl Worker {
     pub(super) fn connect(
         &self,
         joined: &Joined,
+        abort: AbortHandle,
     ) -> Result<Result<Box<dyn Collective>, GenerationEnd>, WorkerError> {
         let g = joined.generation;
-        let abort = AbortHandle::new();
-        self.control.enter(g, abort.clone());
         self.control.set_phase(pb::WorkerPhase::Starting);
         let connected = match self.config.worker.collective {
             CollectiveKind::Ring => {
@@ -101,6 +101,7 @@ impl Worker {
                     generation: g,
                     rank: joined.rank as usize,
                     peers: joined.peers.clone(),
+                    key: self.ring_key.clone(),
                 };
                 let ring_config = RingConfig {
                     connect_timeout: Duration::from_secs(30),
@@ -118,22 +119,7 @@ impl Worker {
 
     /// The collective failed: tell the coordinator (unless it told us first) and rejoin.
     pub(super) fn collective_failed(&self, g: u64, e: &CollectiveError) -> GenerationEnd {
-        if let Some(reason) = self.control.aborted() {
-            return GenerationEnd::Aborted(reason);
-        }
-        tracing::warn!(generation = g, error = %e, "collective failed");
-        let report = pb::CollectiveErrorRequest {
-            worker_id: self.id.clone(),
-            generation: g,
-            message: e.to_string(),
-        };
-        if let Err(err) = self
-            .runtime
-            .block_on(self.client.report_collective_error(report))
-        {
-            tracing::warn!(error = %err, "could not report the collective error");
-        }
-        GenerationEnd::Aborted(e.to_string())
+        self.fail(g, Failure::new(pb::FailureKind::Collective, e.to_string()))
     }
 }
 

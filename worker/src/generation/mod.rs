@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 
 use burn::tensor::Device;
+use fourm_collective::AbortHandle;
 
 pub use join::Joined;
 
@@ -27,6 +28,7 @@ use crate::client::Client;
 use crate::config::WorkerConfig;
 use crate::control::Control;
 use crate::error::WorkerError;
+use crate::failure::{self, Failure};
 use crate::reporter::Reporter;
 use crate::setup::DataSetup;
 
@@ -61,22 +63,60 @@ pub struct Worker {
     pub reporter: Reporter,
     /// Sample audit.
     pub audit: Option<Mutex<Audit>>,
+    /// The key authenticating this job's ring (derived from the job token and id).
+    pub ring_key: Vec<u8>,
+    /// Rank 0's checkpoint upload in flight, with its generation.
+    pub upload: Mutex<Option<(u64, tokio::task::JoinHandle<()>)>>,
 }
 
 impl Worker {
-    /// Runs generation `g` to its end.
+    /// Runs generation `g` to its end. A failure on this worker's side (its collective, a
+    /// restore, its input, a step) ends the generation for every rank and is not an error of
+    /// the worker, which rejoins; only what no rejoining can mend (its configuration, its
+    /// device) is returned as an error.
     pub fn run_generation(&self, g: u64) -> Result<GenerationEnd, WorkerError> {
+        let abort = AbortHandle::new();
+        self.control.enter(g, abort.clone());
         let joined = self.join(g)?;
         let span = tracing::info_span!("generation", generation = g, rank = joined.rank);
         let _in_generation = span.enter();
-        let mut collective = match self.connect(&joined)? {
+        let end = match self.phases(&joined, abort) {
+            Ok(end) => Ok(end),
+            Err(e) if e.is_fatal() => Err(e),
+            Err(e) => Ok(self.fail(g, e.as_failure())),
+        };
+        if !matches!(end, Ok(GenerationEnd::Finished)) {
+            self.cancel_upload(g);
+        }
+        end
+    }
+
+    fn phases(&self, joined: &Joined, abort: AbortHandle) -> Result<GenerationEnd, WorkerError> {
+        let mut collective = match self.connect(joined, abort)? {
             Ok(c) => c,
             Err(end) => return Ok(end),
         };
-        let mut state = self.restore(&joined)?;
-        match self.train(&joined, &mut state, collective.as_mut())? {
+        let mut state = self.restore(joined)?;
+        match self.train(joined, &mut state, collective.as_mut())? {
             Some(end) => Ok(end),
             None => self.await_commit(joined.total_steps),
         }
+    }
+
+    /// Ends generation `g` because of `failure` on this worker (unless the coordinator ended it
+    /// first).
+    pub(super) fn fail(&self, g: u64, failure: Failure) -> GenerationEnd {
+        if let Some(reason) = self.control.aborted() {
+            return GenerationEnd::Aborted(reason);
+        }
+        let message = failure.message.clone();
+        self.runtime.block_on(failure::report(
+            &self.client,
+            &self.control,
+            &self.id,
+            g,
+            failure,
+        ));
+        GenerationEnd::Aborted(message)
     }
 }

@@ -31,8 +31,10 @@ impl Worker {
         let plain = self.device.clone().inner();
         let (adamw, step) = match &joined.restore {
             Some(point) => {
+                // Tests wedge a restore here (`FAILPOINTS=restore=sleep(ms)`).
+                fail::fail_point!("restore");
                 let (root, folder) = split_folder(&point.prefix)?;
-                let store = DatasetStore::open(root, StoreConfig::default())?;
+                let store = DatasetStore::open_durable(root, StoreConfig::default())?;
                 let path = store.root().clone().join(folder);
                 let restored = self.runtime.block_on(checkpoint::restore(
                     store.inner(),
@@ -65,12 +67,6 @@ impl Worker {
             None => (AdamW::new(adamw_config, &layout, &plain), 0),
         };
         self.reporter.set_committed(step);
-        if let Some(audit) = &self.audit {
-            audit
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .discard_uncommitted();
-        }
         self.control
             .step
             .store(step, std::sync::atomic::Ordering::SeqCst);

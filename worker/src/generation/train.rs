@@ -14,7 +14,7 @@ use super::{GenerationEnd, Joined, Worker};
 use crate::audit::AuditRecord;
 use crate::error::WorkerError;
 use crate::metrics::{MetricsLine, StepReport, step_flops};
-use crate::pipeline::{Prefetcher, PreparedBatch};
+use crate::pipeline::{PipelineError, Prefetcher, PreparedBatch};
 use crate::reporter::Report;
 use crate::setup::DataSetup;
 use crate::step::{StepError, StepResult, TrainState};
@@ -43,7 +43,13 @@ impl Worker {
                 return Ok(Some(GenerationEnd::Aborted(reason)));
             }
             let t0 = Instant::now();
-            let (prepared, waited) = inputs.next_batch()?;
+            let (prepared, waited) = match inputs.next_batch(|| self.control.aborted()) {
+                Ok(next) => next,
+                Err(PipelineError::Aborted(reason)) => {
+                    return Ok(Some(GenerationEnd::Aborted(reason)));
+                }
+                Err(e) => return Err(e.into()),
+            };
             let vote = joined.rank == 0 && self.control.take_checkpoint_request();
             let result = match state.step(&prepared.batch, &options, collective, vote) {
                 Ok(r) => r,
@@ -64,7 +70,6 @@ impl Worker {
             {
                 self.checkpoint(joined, state)?;
             }
-            self.flush_audit()?;
         }
         Ok(None)
     }
@@ -83,6 +88,7 @@ impl Worker {
             self.data.reader.clone(),
             LoaderConfig {
                 shards_in_flight: cfg.data.shards_in_flight,
+                ..LoaderConfig::default()
             },
             self.runtime.clone(),
         )?;
@@ -125,7 +131,8 @@ impl Worker {
         }
     }
 
-    /// Progress to the coordinator, the log line, the metrics file and the audit record.
+    /// The audit record (first: a reported step always has one), progress to the coordinator,
+    /// the log line and the metrics file.
     fn after_step(
         &self,
         joined: &Joined,
@@ -135,6 +142,21 @@ impl Worker {
     ) -> Result<(), WorkerError> {
         let cfg = &self.config;
         let (g, rank, step) = (joined.generation, joined.rank, state.step);
+        if let Some(audit) = &self.audit {
+            let record = AuditRecord {
+                generation: g,
+                from: joined.restore.as_ref().map_or(0, |r| r.step),
+                rank,
+                step,
+                samples: prepared.keys,
+                skipped: prepared.skipped,
+            };
+            audit
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .record(&record)
+                .map_err(|e| WorkerError::io("writing the sample audit", e))?;
+        }
         let entries = prepared
             .progress
             .iter()
@@ -146,6 +168,16 @@ impl Worker {
             step,
             entries,
             metrics: Some(report.to_proto(cfg.metrics.peak_flops)),
+            quarantined: prepared
+                .quarantined
+                .into_iter()
+                .map(|q| pb::QuarantinedShard {
+                    epoch: q.epoch,
+                    shard: q.shard,
+                    samples: q.samples,
+                    reason: q.reason,
+                })
+                .collect(),
         }));
         if rank == 0 && (step.is_multiple_of(cfg.metrics.log_every) || step == joined.total_steps) {
             report.log(cfg.metrics.peak_flops);
@@ -157,18 +189,6 @@ impl Worker {
             }
             line.append(path)
                 .map_err(|e| WorkerError::io(format!("writing {}", path.display()), e))?;
-        }
-        if let Some(audit) = &self.audit {
-            let record = AuditRecord {
-                generation: g,
-                rank,
-                step,
-                samples: prepared.keys,
-            };
-            audit
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .record(record);
         }
         Ok(())
     }

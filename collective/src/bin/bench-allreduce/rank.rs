@@ -35,6 +35,7 @@ pub fn run(args: &Args, rank: usize, world: usize) -> anyhow::Result<()> {
         generation: 1,
         rank,
         peers,
+        key: b"bench".to_vec(),
     };
     let mut ring = RingCollective::connect(&listener, &rendezvous, &config, AbortHandle::new())?;
 
