@@ -137,7 +137,7 @@ pub async fn run(
                 shared.tick();
                 ticks += 1;
                 // Every few seconds: has a newer coordinator taken over the root?
-                if ticks % 25 == 0 {
+                if ticks.is_multiple_of(25) {
                     shared.check_fenced().await;
                 }
             }

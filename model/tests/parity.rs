@@ -408,7 +408,7 @@ fn check_embedding(
         }
         "emb" => {
             let (_, emb) = embedding.rows(spec, data, &slots, device);
-            let emb = emb.slice([0..per_sample]);
+            let emb = emb.narrow(0, 0, per_sample);
             act(r, key, &read(&emb), expected);
         }
         _ => r.equal(key, &["an embed entry fourm does not know"], &[what]),

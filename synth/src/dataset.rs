@@ -241,13 +241,7 @@ pub fn fit_tokenizers(config: &SynthConfig) -> Result<Vec<PatchTokenizer>, Synth
                 seed: fourm_plan::derive_seed(&[config.seed, m as u64]),
             };
             let name = config.token_modality(raw);
-            Ok(PatchTokenizer::fit(
-                &name,
-                config.codec(*format),
-                config.patch,
-                &planes,
-                options,
-            )?)
+            PatchTokenizer::fit(&name, config.codec(*format), config.patch, &planes, options)
         })
         .collect()
 }
