@@ -64,6 +64,9 @@ pub struct SynthArgs {
     /// Most objects per scene.
     #[arg(long, default_value_t = 4)]
     pub max_objects: usize,
+    /// Held-out samples, written to `<out>/val/` (for `fourm eval` and validation).
+    #[arg(long, default_value_t = 0)]
+    pub val_samples: u64,
 }
 
 impl SynthArgs {
@@ -255,6 +258,7 @@ pub(crate) async fn run_synth(args: SynthArgs) -> anyhow::Result<ExitCode> {
         patch: args.patch,
         codebook_size: args.codebook_size,
         fit_samples: args.fit_samples,
+        val_samples: args.val_samples,
         ..SynthConfig::default()
     };
     config.scene.max_objects = args.max_objects;
@@ -271,16 +275,16 @@ pub(crate) async fn run_synth(args: SynthArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("writing the synthetic dataset to {}", args.out))?;
     let seconds = started.elapsed().as_secs_f64();
     println!(
-        "{}: {} samples in {} shards, {} bytes, {seconds:.1} s ({:.0} samples/s; fit {:.1} s, \
-         render+tokenize+write {:.1} s, text tokenizer+index {:.1} s)",
+        "{}: {} samples in {} shards (+ {} held out in val/), {} bytes, {seconds:.1} s ({:.0} \
+         samples/s; fit {:.1} s, render+tokenize+write {:.1} s)",
         store.url(),
         report.samples,
         report.shards,
+        report.val_samples,
         report.bytes,
-        report.samples as f64 / seconds,
+        (report.samples + report.val_samples) as f64 / seconds,
         report.fit_seconds,
         report.write_seconds,
-        report.finish_seconds
     );
     for (modality, vocab) in &report.vocab_sizes {
         println!("  {modality:<16} vocab {vocab}");

@@ -3,6 +3,7 @@
 //! `fourm-coordinator` and `fourm-worker`, so that one binary can run a whole local job.
 
 pub mod data;
+pub mod eval;
 pub mod generate;
 pub mod launch;
 
@@ -32,6 +33,9 @@ pub enum Command {
     /// Any-to-any generation from a checkpoint: conditions from files, targets written as tokens,
     /// pictures and text.
     Generate(generate::GenerateArgs),
+    /// What a checkpoint learned: held-out loss per modality, and cross-modal tasks scored
+    /// against the ground truth next to trivial baselines (eval.json, samples.png).
+    Eval(eval::EvalArgs),
     /// Dataset tools: build the index, inspect shards.
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -69,6 +73,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Generate(args) => {
             init_logging(cli.log_json, "error");
             generate::run(args)
+        }
+        Command::Eval(args) => {
+            init_logging(cli.log_json, "error");
+            eval::run(args)
         }
         Command::Data(cmd) => {
             init_logging(cli.log_json, "error");

@@ -55,6 +55,8 @@ async fn status(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         "mfu": st.metrics.mfu,
         "data_wait": st.metrics.data_wait,
         "last_change": st.last_change,
+        "eval": st.metrics.eval,
+        "eval_step": st.metrics.eval_step,
         "failure": st.failure,
         "quarantined": st.quarantined,
         "samples_quarantined": st.quarantined.iter().map(|q| q.samples).sum::<u64>(),
@@ -157,6 +159,16 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         "modality_loss",
         "Per-modality loss of rank 0's last step",
         per_modality,
+    );
+    let eval = Family::<Vec<(String, String)>, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    for (m, v) in &st.metrics.eval {
+        eval.get_or_create(&vec![("metric".to_string(), m.clone())])
+            .set(*v);
+    }
+    registry.register(
+        "eval",
+        "Validation metrics on the held-out split (held_out/<modality> losses, <task>/<metric>)",
+        eval,
     );
     let mut body = String::new();
     if encode(&mut body, &registry).is_err() {

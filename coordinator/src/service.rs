@@ -225,6 +225,7 @@ impl Coordinator for CoordinatorService {
                 tokens_per_s: m.tokens_per_s,
                 mfu: m.mfu,
                 data_wait: m.data_wait,
+                eval: m.eval.into_iter().collect(),
             }),
             quarantined: req
                 .quarantined

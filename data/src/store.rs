@@ -264,6 +264,17 @@ impl DatasetStore {
         self.local.as_deref()
     }
 
+    /// The dataset rooted at `name` under this one (a split), in the same store.
+    pub fn child(&self, name: &str) -> Self {
+        Self {
+            store: self.store.clone(),
+            root: self.root.clone().join(name),
+            url: format!("{}/{name}", self.url),
+            config: self.config.clone(),
+            local: self.local.as_ref().map(|d| d.join(name)),
+        }
+    }
+
     /// The dataset URL.
     pub fn url(&self) -> &str {
         &self.url

@@ -121,6 +121,42 @@ impl AlphasConfig {
         Ok(config)
     }
 
+    /// The mixtures shipped with fourm (`masking/alphas/*.toml`), by file stem.
+    pub const SHIPPED: [(&'static str, &'static str); 6] = [
+        (
+            "mix_caption_bias_a0.2_a1.0",
+            include_str!("../alphas/mix_caption_bias_a0.2_a1.0.toml"),
+        ),
+        (
+            "mix_mod7_all2all_rgb2all_a0.5",
+            include_str!("../alphas/mix_mod7_all2all_rgb2all_a0.5.toml"),
+        ),
+        (
+            "mix_mod7_all2all_rgb2dense_a0.5",
+            include_str!("../alphas/mix_mod7_all2all_rgb2dense_a0.5.toml"),
+        ),
+        (
+            "mix_mod7_all2allmix_rgb2all_capbias",
+            include_str!("../alphas/mix_mod7_all2allmix_rgb2all_capbias.toml"),
+        ),
+        (
+            "mix_mod7_superres_caption_rgb_bias",
+            include_str!("../alphas/mix_mod7_superres_caption_rgb_bias.toml"),
+        ),
+        (
+            "synth_all2all_rgb2all_a0.5",
+            include_str!("../alphas/synth_all2all_rgb2all_a0.5.toml"),
+        ),
+    ];
+
+    /// A shipped mixture by name (see [`Self::SHIPPED`]), or an alphas file by path.
+    pub fn named_or_load(name_or_path: &str) -> Result<Self, MaskError> {
+        match Self::SHIPPED.iter().find(|(n, _)| *n == name_or_path) {
+            Some((name, text)) => Self::parse_toml(text, name),
+            None => Self::load(Path::new(name_or_path)),
+        }
+    }
+
     /// Reads a `.yaml`/`.yml` or `.toml` alphas file.
     pub fn load(path: &Path) -> Result<Self, MaskError> {
         let text = std::fs::read_to_string(path).map_err(|source| MaskError::AlphasRead {
@@ -280,6 +316,30 @@ caption:
   target_alphas: [0.5, 0.5]
   keep: ['random', 'all']
 ";
+
+    #[test]
+    fn every_shipped_mixture_parses_and_names_resolve() {
+        for (name, _) in AlphasConfig::SHIPPED {
+            let c = AlphasConfig::named_or_load(name).unwrap();
+            assert!(!c.modalities.is_empty(), "{name}");
+        }
+        let shipped = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/alphas"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "toml")
+            })
+            .count();
+        assert_eq!(
+            shipped,
+            AlphasConfig::SHIPPED.len(),
+            "every shipped file is listed"
+        );
+        assert!(AlphasConfig::named_or_load("no-such-mixture").is_err());
+    }
 
     #[test]
     fn parses_ml4m_yaml_and_its_toml_equivalent() {

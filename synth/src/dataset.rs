@@ -10,6 +10,7 @@
 //! <root>/text_tokenizer.json                              WordPiece of the caption vocabulary
 //! <root>/synth.json                                       what was generated, and how
 //! <root>/index.json                                       the dataset index (scanned, validated)
+//! <root>/val/…                                            the held-out split, laid out the same
 //! ```
 //!
 //! Sample `i` is key `format!("{i:08}")` in shard `i / shard_samples`; everything about it is a
@@ -39,6 +40,8 @@ use fourm_data::write_tar;
 use fourm_data::{ScanOptions, scan_dataset};
 use fourm_masking::{TextTokenizer, TextTokenizerOptions};
 
+/// Folder of the held-out split under the root.
+pub const VAL_DIR: &str = "val";
 /// Folder of the raw pictures under the root.
 pub const RAW_DIR: &str = "raw";
 /// Folder of the image tokenizers' codebooks under the root.
@@ -74,6 +77,10 @@ pub struct SynthConfig {
     pub codebook_size: usize,
     /// The first samples whose patches fit the codebooks.
     pub fit_samples: u64,
+    /// Held-out samples written to `<root>/val/` (a dataset of its own, never leased for
+    /// training): indices `samples..samples + val_samples`.
+    #[serde(default)]
+    pub val_samples: u64,
     /// Lloyd iterations of the codebook fit.
     pub kmeans_iterations: usize,
     /// Objects per scene.
@@ -92,6 +99,7 @@ impl Default for SynthConfig {
             patch: 8,
             codebook_size: 256,
             fit_samples: 256,
+            val_samples: 0,
             kmeans_iterations: 10,
             scene: SceneConfig::default(),
             text: TextTokenizerOptions {
@@ -206,18 +214,18 @@ pub fn plane(frame: &Frame, format: RawFormat) -> ImagePlane {
 /// What was written, and how long it took.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SynthReport {
-    /// Samples written.
+    /// Samples written (training split).
     pub samples: u64,
+    /// Held-out samples written under `val/`.
+    pub val_samples: u64,
     /// Shards written.
     pub shards: u64,
     /// Vocabulary of each tokenized modality.
     pub vocab_sizes: BTreeMap<String, u32>,
     /// Seconds fitting the codebooks.
     pub fit_seconds: f64,
-    /// Seconds rendering, tokenizing, encoding and writing the shards.
+    /// Seconds rendering, tokenizing, encoding and writing the shards, tokenizers and index.
     pub write_seconds: f64,
-    /// Seconds training the text tokenizer and scanning the index.
-    pub finish_seconds: f64,
     /// Bytes of the shards.
     pub bytes: u64,
 }
@@ -262,14 +270,58 @@ pub async fn write_synthetic(
     );
 
     let started = Instant::now();
-    let shards = config.samples.div_ceil(config.shard_samples);
+    let text = TextTokenizer::from_vocabulary(&caption_words(), &config.text)?;
+    let (shards, mut bytes, vocab_sizes) =
+        write_split(store, config, &tokenizers, &text, 0..config.samples).await?;
+    if config.val_samples > 0 {
+        let val = store.child(VAL_DIR);
+        let range = config.samples..config.samples + config.val_samples;
+        let (val_shards, val_bytes, _) =
+            write_split(&val, config, &tokenizers, &text, range).await?;
+        bytes += val_bytes;
+        info!(
+            shards = val_shards,
+            samples = config.val_samples,
+            "held-out split written"
+        );
+    }
+    let write_seconds = started.elapsed().as_secs_f64();
+    info!(
+        samples = config.samples,
+        val_samples = config.val_samples,
+        shards,
+        write_seconds,
+        "synthetic dataset written"
+    );
+    Ok(SynthReport {
+        samples: config.samples,
+        val_samples: config.val_samples,
+        shards,
+        vocab_sizes,
+        fit_seconds,
+        write_seconds,
+        bytes,
+    })
+}
+
+/// Writes samples `range` (shards of `shard_samples`, numbered from 0), the tokenizers, the
+/// manifest and the index under `store`'s root. Returns (shards, bytes, vocabularies).
+async fn write_split(
+    store: &DatasetStore,
+    config: &SynthConfig,
+    tokenizers: &[PatchTokenizer],
+    text: &TextTokenizer,
+    range: std::ops::Range<u64>,
+) -> Result<(u64, u64, BTreeMap<String, u32>), SynthError> {
+    let samples = range.end - range.start;
+    let shards = samples.div_ceil(config.shard_samples);
     let mut bytes = 0;
     for shard in 0..shards {
-        let range =
-            shard * config.shard_samples..((shard + 1) * config.shard_samples).min(config.samples);
-        let files: Vec<Vec<(String, Vec<u8>)>> = range
+        let first = range.start + shard * config.shard_samples;
+        let files: Vec<Vec<(String, Vec<u8>)>> = (first
+            ..(first + config.shard_samples).min(range.end))
             .into_par_iter()
-            .map(|i| sample_files(config, &tokenizers, i))
+            .map(|i| sample_files(config, tokenizers, i))
             .collect::<Result<_, SynthError>>()?;
         let mut columns: BTreeMap<String, Vec<(String, Vec<u8>)>> = BTreeMap::new();
         for sample in files {
@@ -291,10 +343,6 @@ pub async fn write_synthetic(
         }
         info!(shard, samples = config.shard_samples, "shard written");
     }
-    let write_seconds = started.elapsed().as_secs_f64();
-
-    let started = Instant::now();
-    let text = TextTokenizer::from_vocabulary(&caption_words(), &config.text)?;
     let put = |name: String, data: Vec<u8>| async move {
         store
             .put(&store.root().clone().join(name.as_str()), Bytes::from(data))
@@ -302,7 +350,7 @@ pub async fn write_synthetic(
     };
     put(TEXT_TOKENIZER_FILE.into(), text.to_json()?.into_bytes()).await?;
     let mut vocab_sizes: BTreeMap<String, u32> = BTreeMap::new();
-    for tok in &tokenizers {
+    for tok in tokenizers {
         let path = store
             .root()
             .clone()
@@ -328,20 +376,7 @@ pub async fn write_synthetic(
         return Err(e.into());
     }
     write_index(store, &outcome.index).await?;
-    let finish_seconds = started.elapsed().as_secs_f64();
-    info!(
-        samples = config.samples,
-        shards, write_seconds, finish_seconds, "synthetic dataset written"
-    );
-    Ok(SynthReport {
-        samples: config.samples,
-        shards,
-        vocab_sizes,
-        fit_seconds,
-        write_seconds,
-        finish_seconds,
-        bytes,
-    })
+    Ok((shards, bytes, vocab_sizes))
 }
 
 /// Every word a caption can use (shape names are class tokens of their own).

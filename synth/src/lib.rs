@@ -9,6 +9,7 @@
 //! turn the image-like modalities into token grids and back; [`to_png`]/[`from_png`] move the raw
 //! pictures in and out of PNG files.
 
+pub mod canvas;
 pub mod caption;
 pub mod dataset;
 mod error;

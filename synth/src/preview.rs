@@ -5,12 +5,12 @@
 //! tokenizer. So a user sees what the tokens mean and that the modalities line up.
 
 use bytes::Bytes;
-use png::{BitDepth, ColorType};
 
+use crate::canvas::{Canvas, depth_range};
 use crate::dataset::{IMAGE_MODALITIES, RAW_DIR, TEXT_TOKENIZER_FILE, TOKENIZERS_DIR};
 use crate::error::SynthError;
 use crate::image_tokenizer::{ImagePlane, PatchTokenizer};
-use crate::raster::{RawFormat, encode, from_png};
+use crate::raster::{RawFormat, from_png};
 use fourm_data::DatasetStore;
 use fourm_data::npy::NpyArray;
 use fourm_data::read_index;
@@ -19,15 +19,6 @@ use fourm_data::{TarEntry, read_tar};
 use fourm_masking::TextTokenizer;
 use fourm_masking::{COORD_BINS, DET_THRESHOLD, Detections};
 
-/// Colours of the segmentation classes (background, ground, sphere, cube, cylinder, others).
-const PALETTE: [[u8; 3]; 6] = [
-    [20, 24, 48],
-    [128, 128, 128],
-    [230, 80, 80],
-    [80, 200, 90],
-    [80, 120, 235],
-    [240, 240, 240],
-];
 const GAP: usize = 4;
 
 /// A drawn sample.
@@ -144,13 +135,7 @@ fn compose(
     let columns = IMAGE_MODALITIES.len() + 1;
     let mut canvas = Canvas::new(columns * (pw + GAP) + GAP, 2 * (ph + GAP) + GAP);
     // One depth range for both rows, from the raw depth of visible surfaces.
-    let depth_range = raw[1]
-        .data
-        .iter()
-        .filter(|d| **d < super::render::DEPTH_FAR)
-        .fold((f32::INFINITY, 0.0f32), |(lo, hi), &d| {
-            (lo.min(d), hi.max(d))
-        });
+    let depth_range = depth_range(&raw[1]);
     for (row, (planes, det)) in [(raw, boxes), (decoded, decoded_boxes)]
         .into_iter()
         .enumerate()
@@ -161,113 +146,7 @@ fn compose(
         }
         let x = GAP + (columns - 1) * (pw + GAP);
         canvas.blit(&planes[0], RawFormat::Rgb, depth_range, x, y, scale);
-        for i in &det.instances {
-            let [x0, y0, x1, y1] = i.boxes.map(|v| v.clamp(0.0, 1.0));
-            let (l, r) = (
-                x + (x0 * pw as f64) as usize,
-                x + ((x1 * pw as f64) as usize).saturating_sub(1),
-            );
-            let (t, b) = (
-                y + (y0 * ph as f64) as usize,
-                y + ((y1 * ph as f64) as usize).saturating_sub(1),
-            );
-            canvas.rect(l, t, r.max(l), b.max(t), [255, 230, 0]);
-        }
+        canvas.boxes(det, x, y, pw, ph);
     }
-    encode(
-        canvas.width,
-        canvas.height,
-        ColorType::Rgb,
-        BitDepth::Eight,
-        &canvas.data,
-    )
-    .map_err(|reason| SynthError::Png {
-        what: "preview".into(),
-        reason,
-    })
-}
-
-/// An RGB 8-bit drawing surface.
-struct Canvas {
-    width: usize,
-    height: usize,
-    data: Vec<u8>,
-}
-
-impl Canvas {
-    fn new(width: usize, height: usize) -> Self {
-        Self {
-            width,
-            height,
-            data: [12u8, 12, 16].repeat(width * height),
-        }
-    }
-
-    fn set(&mut self, x: usize, y: usize, c: [u8; 3]) {
-        if x < self.width && y < self.height {
-            let p = 3 * (y * self.width + x);
-            self.data[p..p + 3].copy_from_slice(&c);
-        }
-    }
-
-    /// Draws a plane scaled up `scale` times (nearest neighbour) with its top-left at `(x, y)`.
-    fn blit(
-        &mut self,
-        plane: &ImagePlane,
-        format: RawFormat,
-        depth: (f32, f32),
-        x: usize,
-        y: usize,
-        scale: usize,
-    ) {
-        for r in 0..plane.height {
-            for c in 0..plane.width {
-                let p = (r * plane.width + c) * plane.channels;
-                let px = &plane.data[p..p + plane.channels];
-                let colour = colourise(px, format, depth);
-                for dy in 0..scale {
-                    for dx in 0..scale {
-                        self.set(x + c * scale + dx, y + r * scale + dy, colour);
-                    }
-                }
-            }
-        }
-    }
-
-    /// A one-pixel rectangle outline, corners inclusive.
-    fn rect(&mut self, l: usize, t: usize, r: usize, b: usize, c: [u8; 3]) {
-        for x in l..=r {
-            self.set(x, t, c);
-            self.set(x, b, c);
-        }
-        for y in t..=b {
-            self.set(l, y, c);
-            self.set(r, y, c);
-        }
-    }
-}
-
-/// A pixel's display colour: RGB as is, depth as inverse-depth grey (near bright, sky black), normals as
-/// `(n + 1) / 2`, classes through [`PALETTE`].
-fn colourise(px: &[f32], format: RawFormat, (near, far): (f32, f32)) -> [u8; 3] {
-    let byte = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
-    match format {
-        RawFormat::Rgb => [byte(px[0]), byte(px[1]), byte(px[2])],
-        RawFormat::Normal => [
-            byte((px[0] + 1.0) / 2.0),
-            byte((px[1] + 1.0) / 2.0),
-            byte((px[2] + 1.0) / 2.0),
-        ],
-        RawFormat::Depth => {
-            if px[0] >= super::render::DEPTH_FAR - 1e-3 || far <= near {
-                [0, 0, 0]
-            } else {
-                // Inverse depth, so near objects stand out against the ground.
-                let inv = |d: f32| 1.0 / d.max(1e-3);
-                let g = byte(0.15 + 0.85 * (inv(px[0]) - inv(far)) / (inv(near) - inv(far)));
-                [g, g, g]
-            }
-        }
-        RawFormat::Classes => PALETTE[(px[0] as usize).min(PALETTE.len() - 1)],
-    }
+    canvas.to_png("preview")
 }

@@ -21,6 +21,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["fourm-data", "fourm-masking", "fourm-plan"],
     ),
     (
+        "fourm-eval",
+        &["fourm-data", "fourm-masking", "fourm-model", "fourm-synth"],
+    ),
+    (
         "fourm-coordinator",
         &["fourm-proto", "fourm-plan", "fourm-data", "fourm-process"],
     ),
@@ -34,6 +38,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "fourm-model",
             "fourm-collective",
             "fourm-process",
+            "fourm-eval",
+            "fourm-synth",
         ],
     ),
     (
@@ -44,6 +50,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "fourm-data",
             "fourm-masking",
             "fourm-synth",
+            "fourm-eval",
             "fourm-model",
             "fourm-collective",
             "fourm-process",

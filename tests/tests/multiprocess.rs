@@ -331,7 +331,8 @@ fn generate_runs_any_to_any_on_a_trained_checkpoint() -> anyhow::Result<()> {
         "--out",
         &out("o2"),
     ])?;
-    ensure!(listed.lines().count() == 4, "{listed}");
+    // depth: tokens, raw picture, preview; caption: tokens, text.
+    ensure!(listed.lines().count() == 5, "{listed}");
     ensure!(png_size(&dir.path().join("o2/tok_depth_32.png"))? == (32, 32));
     ensure!(dir.path().join("o2/caption.txt").exists());
     ensure!(dir.path().join("o2/caption.npy").exists());

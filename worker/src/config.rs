@@ -32,6 +32,45 @@ pub struct WorkerConfig {
     /// Logging and metrics.
     #[serde(default)]
     pub metrics: MetricsSection,
+    /// Validation during training.
+    #[serde(default)]
+    pub eval: EvalSection,
+}
+
+/// Validation during training: every `every` steps, the ranks evaluate the held-out split
+/// together (see `fourm eval` for what the metrics mean).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalSection {
+    /// Evaluate every this many steps (and after the last); 0: never.
+    pub every: u64,
+    /// Held-out samples evaluated.
+    pub samples: usize,
+    /// Tasks (`source->target`).
+    pub tasks: Vec<String>,
+    /// The held-out split's URL (default: `<data.dataset>/val`).
+    pub split: Option<String>,
+    /// MaskGIT steps of token-grid targets.
+    pub steps: usize,
+    /// Samples generated at once.
+    pub batch: usize,
+}
+
+impl Default for EvalSection {
+    fn default() -> Self {
+        Self {
+            every: 0,
+            samples: 64,
+            tasks: vec![
+                "rgb->semseg".into(),
+                "rgb->caption".into(),
+                "rgb->depth".into(),
+            ],
+            split: None,
+            steps: 8,
+            batch: 16,
+        }
+    }
 }
 
 /// How to reach the coordinator.
@@ -111,6 +150,18 @@ pub struct ModelSection {
     pub variant: ArchVariantName,
     /// Seed of the initial weights (the same on every rank).
     pub init_seed: u64,
+    /// Width, replacing the preset's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dim: Option<usize>,
+    /// Encoder blocks, replacing the preset's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder_depth: Option<usize>,
+    /// Decoder blocks, replacing the preset's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoder_depth: Option<usize>,
+    /// Attention heads, replacing the preset's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heads: Option<usize>,
 }
 
 /// Serde name of an [`ArchVariant`].
@@ -129,6 +180,10 @@ impl Default for ModelSection {
             preset: "debug".into(),
             variant: ArchVariantName::SwigluNobias,
             init_seed: 0,
+            dim: None,
+            encoder_depth: None,
+            decoder_depth: None,
+            heads: None,
         }
     }
 }
@@ -140,7 +195,7 @@ impl ModelSection {
             ArchVariantName::SwigluNobias => ArchVariant::SwigluNobias,
             ArchVariantName::Gelu => ArchVariant::Gelu,
         };
-        let config = match self.preset.as_str() {
+        let mut config = match self.preset.as_str() {
             "debug" => FourMConfig::debug().with_variant(variant),
             "perf" => FourMConfig::perf().with_variant(variant),
             "tiny" => FourMConfig::tiny(variant),
@@ -151,6 +206,10 @@ impl ModelSection {
             name => FourMConfig::from_ml4m_name(name)
                 .map_err(|e| ConfigError::invalid("model.preset", e.to_string()))?,
         };
+        config.dim = self.dim.unwrap_or(config.dim);
+        config.encoder_depth = self.encoder_depth.unwrap_or(config.encoder_depth);
+        config.decoder_depth = self.decoder_depth.unwrap_or(config.decoder_depth);
+        config.num_heads = self.heads.unwrap_or(config.num_heads);
         config
             .validate()
             .map_err(|e| ConfigError::invalid("model.preset", e.to_string()))?;
@@ -255,8 +314,9 @@ impl Default for TrainSection {
 pub struct MetricsSection {
     /// Log one line every this many steps (rank 0).
     pub log_every: u64,
-    /// Peak FLOP/s of the device, for the MFU estimate (0: no MFU).
-    pub peak_flops: f64,
+    /// Peak TFLOP/s of the device, for the MFU estimate (default: detected on known GPUs;
+    /// without one, no MFU is reported).
+    pub peak_tflops: Option<f64>,
     /// Append the sample keys of every committed step to this file (tests, audits).
     pub audit_samples: Option<PathBuf>,
     /// Append one JSON line per step of this rank to this file (loss curves, tests).
@@ -270,7 +330,7 @@ impl Default for MetricsSection {
     fn default() -> Self {
         Self {
             log_every: 10,
-            peak_flops: 0.0,
+            peak_tflops: None,
             audit_samples: None,
             metrics_file: None,
             param_digest: false,
@@ -349,10 +409,17 @@ impl WorkerConfig {
                 "eps must be positive, weight_decay and clip_grad non-negative",
             );
         }
-        if self.metrics.log_every == 0 || self.metrics.peak_flops < 0.0 {
+        for task in &self.eval.tasks {
+            task.parse::<fourm_eval::Task>()
+                .map_err(|reason| ConfigError::invalid("eval.tasks", reason))?;
+        }
+        if self.eval.every > 0 && (self.eval.samples == 0 || self.eval.batch == 0) {
+            return invalid("eval.samples", "samples and batch must be at least 1");
+        }
+        if self.metrics.log_every == 0 || self.metrics.peak_tflops.is_some_and(|p| p <= 0.0) {
             return invalid(
                 "metrics.log_every",
-                "log_every must be positive and peak_flops non-negative",
+                "log_every and peak_tflops must be positive",
             );
         }
         Ok(())
@@ -360,8 +427,13 @@ impl WorkerConfig {
 
     /// Digest of everything that must agree across the workers of a job.
     pub fn digest(&self) -> String {
-        let shared =
-            serde_json::json!({ "model": self.model, "data": self.data, "train": self.train });
+        // `eval` too: the ranks evaluate together, in one collective.
+        let shared = serde_json::json!({
+            "model": self.model,
+            "data": self.data,
+            "train": self.train,
+            "eval": self.eval,
+        });
         let hash = Sha256::digest(shared.to_string().as_bytes());
         hash.iter().take(12).map(|b| format!("{b:02x}")).collect()
     }

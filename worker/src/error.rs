@@ -51,6 +51,9 @@ pub enum WorkerError {
     /// A training step.
     #[error(transparent)]
     Step(#[from] StepError),
+    /// Validation on the held-out split.
+    #[error(transparent)]
+    Eval(#[from] fourm_eval::EvalError),
     /// The coordinator says the job failed.
     #[error("the job failed: {0}")]
     JobFailed(String),

@@ -21,6 +21,7 @@ mod reporter;
 mod run;
 pub mod setup;
 pub mod step;
+pub mod validation;
 
 pub use error::WorkerError;
 pub use run::run;

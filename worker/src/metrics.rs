@@ -29,6 +29,8 @@ pub struct StepReport {
     pub tokens: usize,
     /// FLOPs this rank computed.
     pub flops: f64,
+    /// Validation metrics of the held-out split after this step, when it was evaluated.
+    pub eval: Vec<(String, f64)>,
 }
 
 impl StepReport {
@@ -37,13 +39,11 @@ impl StepReport {
         self.tokens as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
-    /// Achieved FLOPs over the peak (0 when no peak is configured).
-    pub fn mfu(&self, peak_flops: f64) -> f64 {
-        if peak_flops <= 0.0 {
-            0.0
-        } else {
-            self.flops / self.elapsed.as_secs_f64().max(1e-9) / peak_flops
-        }
+    /// Achieved FLOPs over the device's peak, when the peak is known.
+    pub fn mfu(&self, peak_flops: Option<f64>) -> Option<f64> {
+        peak_flops
+            .filter(|p| *p > 0.0)
+            .map(|p| self.flops / self.elapsed.as_secs_f64().max(1e-9) / p)
     }
 
     /// Fraction of the step spent waiting for data.
@@ -52,25 +52,27 @@ impl StepReport {
     }
 
     /// The wire form sent with the progress report.
-    pub fn to_proto(&self, peak_flops: f64) -> pb::StepMetrics {
+    pub fn to_proto(&self, peak_flops: Option<f64>) -> pb::StepMetrics {
         pb::StepMetrics {
             loss: self.loss,
             modality_loss: self.modality_loss.clone().into_iter().collect(),
             grad_norm: self.grad_norm,
             lr: self.lr,
             tokens_per_s: self.tokens_per_s(),
-            mfu: self.mfu(peak_flops),
+            mfu: self.mfu(peak_flops).unwrap_or(0.0),
             data_wait: self.data_wait_ratio(),
+            eval: self.eval.iter().cloned().collect(),
         }
     }
 
-    /// Logs the step (structured fields).
-    pub fn log(&self, peak_flops: f64) {
+    /// Logs the step (structured fields; MFU only against a known peak).
+    pub fn log(&self, peak_flops: Option<f64>) {
         let per_mod: Vec<String> = self
             .modality_loss
             .iter()
             .map(|(m, l)| format!("{m}={l:.4}"))
             .collect();
+        let mfu = self.mfu(peak_flops).map(|m| format!("{m:.3}"));
         tracing::info!(
             step = self.step,
             loss = format!("{:.4}", self.loss),
@@ -78,10 +80,18 @@ impl StepReport {
             grad_norm = format!("{:.3}", self.grad_norm),
             lr = format!("{:.3e}", self.lr),
             tokens_per_s = self.tokens_per_s() as u64,
-            mfu = format!("{:.3}", self.mfu(peak_flops)),
+            mfu,
             data_wait = format!("{:.1}%", 100.0 * self.data_wait_ratio()),
             "train step"
         );
+        if !self.eval.is_empty() {
+            let metrics: Vec<String> = self
+                .eval
+                .iter()
+                .map(|(m, v)| format!("{m}={v:.4}"))
+                .collect();
+            tracing::info!(step = self.step, metrics = %metrics.join(" "), "validation");
+        }
     }
 }
 
@@ -113,6 +123,9 @@ pub struct MetricsLine {
     /// SHA-256 of this rank's parameters after the step (`metrics.param_digest`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub params_sha256: Option<String>,
+    /// Validation metrics after the step, when it was evaluated.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub eval: BTreeMap<String, f64>,
 }
 
 impl MetricsLine {
@@ -134,6 +147,7 @@ impl MetricsLine {
             data_wait: report.data_wait_ratio(),
             unix_ms,
             params_sha256: None,
+            eval: report.eval.iter().cloned().collect(),
         }
     }
 
@@ -174,6 +188,24 @@ pub fn step_flops(
     })
 }
 
+/// Dense bf16 peak TFLOP/s of GPUs fourm knows, by a part of their name.
+const KNOWN_PEAKS: [(&str, f64); 6] = [
+    ("H200", 989.0),
+    ("H100 SXM", 989.0),
+    ("H100", 756.0),
+    ("A100", 312.0),
+    ("L40S", 362.0),
+    ("A10G", 70.0),
+];
+
+/// The peak TFLOP/s of a device by its name, if fourm knows it.
+pub fn known_peak_tflops(device_name: &str) -> Option<f64> {
+    KNOWN_PEAKS
+        .iter()
+        .find(|(part, _)| device_name.contains(part))
+        .map(|(_, tflops)| *tflops)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,8 +220,8 @@ mod tests {
             ..StepReport::default()
         };
         assert!((r.tokens_per_s() - 2000.0).abs() < 1e-6);
-        assert!((r.mfu(4e9) - 0.5).abs() < 1e-9);
-        assert_eq!(r.mfu(0.0), 0.0);
+        assert!((r.mfu(Some(4e9)).unwrap() - 0.5).abs() < 1e-9);
+        assert_eq!(r.mfu(None), None, "no MFU without a known peak");
         assert!((r.data_wait_ratio() - 0.1).abs() < 1e-9);
     }
 }

@@ -90,3 +90,17 @@ pub(crate) fn connect(
         "worker.collective = \"nccl\" needs a worker built with --features cuda",
     ))
 }
+
+/// The name of CUDA device `index` (to look up its peak for the MFU estimate).
+#[cfg(feature = "cuda")]
+pub(crate) fn device_name(index: usize) -> Option<String> {
+    cudarc::driver::CudaContext::new(index)
+        .ok()
+        .and_then(|ctx| ctx.name().ok())
+}
+
+/// Without the `cuda` feature there is no CUDA device.
+#[cfg(not(feature = "cuda"))]
+pub(crate) fn device_name(_index: usize) -> Option<String> {
+    None
+}

@@ -61,7 +61,12 @@ pub async fn run(
         Duration::from_secs(600),
     )?;
     let data = DataSetup::open(&config).await?;
+    // The masking configuration against the dataset's modalities: a mistake there is the same
+    // on every try, so it stops this worker before it joins rather than failing each generation.
+    data.builder()?;
     let device = device(&config)?;
+    let peak_flops = peak_flops(&config);
+    let validation = validation(&config).await?;
     let register = pb::RegisterRequest {
         worker: Some(pb::WorkerInfo {
             worker_id: id.clone(),
@@ -104,6 +109,8 @@ pub async fn run(
         reporter,
         audit,
         ring_key: ring_key(&token, &reply.job_id),
+        peak_flops,
+        validation,
         upload: Mutex::new(None),
     });
 
@@ -226,4 +233,54 @@ fn ring_key(token: &str, job_id: &str) -> Vec<u8> {
     h.update(b"\0");
     h.update(token.as_bytes());
     h.finalize().to_vec()
+}
+
+/// The device's peak FLOP/s: configured, or known for the GPU it is; `None` on CPUs.
+fn peak_flops(config: &WorkerConfig) -> Option<f64> {
+    if let Some(tflops) = config.metrics.peak_tflops {
+        return Some(tflops * 1e12);
+    }
+    match config.worker.device {
+        DeviceKind::Cpu => None,
+        DeviceKind::Cuda => crate::nccl::device_name(config.worker.device_index)
+            .and_then(|name| crate::metrics::known_peak_tflops(&name))
+            .map(|t| t * 1e12),
+    }
+}
+
+/// The held-out split and its tasks, when `[eval]` asks for validation.
+async fn validation(
+    config: &WorkerConfig,
+) -> Result<Option<crate::validation::Validation>, WorkerError> {
+    let e = &config.eval;
+    if e.every == 0 {
+        return Ok(None);
+    }
+    let url = e
+        .split
+        .clone()
+        .unwrap_or_else(|| format!("{}/val", config.data.dataset.trim_end_matches('/')));
+    let store = fourm_data::DatasetStore::open(&url, fourm_data::StoreConfig::default())?;
+    let set = fourm_eval::EvalSet::load(&store, e.samples).await?;
+    let tasks = e
+        .tasks
+        .iter()
+        .map(|t| t.parse().map_err(WorkerError::setup))
+        .collect::<Result<Vec<fourm_eval::Task>, _>>()?;
+    tracing::info!(split = %url, samples = set.samples.len(), tasks = ?e.tasks, "validation set loaded");
+    let options = fourm_eval::RunOptions {
+        batch: e.batch,
+        steps: e.steps,
+        seed: 0,
+    };
+    let step_options = fourm_model::StepOptions {
+        loss: config.train.loss,
+        ..fourm_model::StepOptions::new(config.data.input_tokens, config.data.target_tokens)
+    };
+    Ok(Some(crate::validation::Validation::new(
+        set,
+        tasks,
+        options,
+        step_options,
+    )))
 }

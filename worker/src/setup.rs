@@ -9,12 +9,17 @@ use fourm_masking::{
     AlphasConfig, MaskKind, Masker, MaskingConfig, ModalityMasking, Role, SequenceTokens,
     TextTokenizer, TokenRange,
 };
+use fourm_model::generate::SpecialTokens;
 use fourm_model::{Modalities, ModalitySpec};
 use fourm_plan::EpochPlan;
 
 use crate::config::WorkerConfig;
 use crate::error::WorkerError;
 use crate::pipeline::BatchBuilder;
+
+/// `data.alphas` naming one Dirichlet with alpha 1 over every modality, on both sides (the
+/// default when unset).
+pub const UNIFORM_ALPHAS: &str = "uniform";
 
 /// The data side of a worker.
 pub struct DataSetup {
@@ -118,9 +123,11 @@ impl DataSetup {
             target_tokens: Some(TokenRange::fixed(data.target_tokens)),
             max_tries: 100,
         };
-        let alphas = match &data.alphas {
-            Some(path) => AlphasConfig::load(Path::new(path))?,
-            None => {
+        let alphas = match data.alphas.as_deref() {
+            Some(name_or_path) if name_or_path != UNIFORM_ALPHAS => {
+                AlphasConfig::named_or_load(name_or_path)?
+            }
+            _ => {
                 let all: Vec<&str> = names.iter().map(String::as_str).collect();
                 AlphasConfig::single(&all, 1.0, &all, 1.0)?
             }
@@ -140,6 +147,22 @@ impl DataSetup {
     /// The epoch plan for a seed.
     pub fn plan(&self, seed: u64) -> Result<EpochPlan, WorkerError> {
         Ok(self.index.plan(seed)?)
+    }
+
+    /// The special ids of the sequence vocabulary (from the text tokenizer; ml-4m's WordPiece
+    /// layout without one).
+    pub fn specials(&self) -> SpecialTokens {
+        match &self.tokenizer {
+            Some(t) => {
+                let s = t.sequence_tokens();
+                SpecialTokens {
+                    pad: i64::from(s.pad),
+                    eos: i64::from(s.eos),
+                    sentinels: s.sentinels.iter().map(|&i| i64::from(i)).collect(),
+                }
+            }
+            None => SpecialTokens::ml4m_wordpiece(),
+        }
     }
 
     /// A batch builder (masker + tokenizer).

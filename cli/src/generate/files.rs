@@ -1,6 +1,6 @@
 //! Files in and out of `fourm generate`: conditions from PNG images (tokenized with the dataset's
 //! patch tokenizers), token `.npy` files or text; outputs as token `.npy`, PNG images decoded by
-//! the same tokenizers, and text.
+//! the same tokenizers (with previews for people), and text.
 
 use std::path::{Path, PathBuf};
 
@@ -8,11 +8,11 @@ use anyhow::{Context, bail};
 use fourm_data::npy::{self, NpyArray};
 use fourm_data::{DatasetStore, StoreConfig};
 use fourm_model::ModalityKind;
-use fourm_model::generate::SpecialTokens;
 use fourm_synth::dataset::TOKENIZERS_DIR;
-use fourm_synth::{PatchTokenizer, RawFormat, from_png, to_png};
+use fourm_synth::{ImagePlane, PatchTokenizer, RawFormat, from_png, to_png};
 
 use super::load::Loaded;
+use super::preview;
 
 /// Token ids of one condition.
 pub enum Condition {
@@ -92,20 +92,36 @@ pub async fn read_condition(
     }
 }
 
-/// Writes the generated `ids` of `modality` under `out`; returns the files written.
+/// What [`write_output`] wrote.
+pub struct Written {
+    /// The files, in order.
+    pub files: Vec<PathBuf>,
+    /// The decoded image of an image-like output.
+    pub plane: Option<ImagePlane>,
+    /// The decoded text of a sequence output.
+    pub text: Option<String>,
+}
+
+/// Writes the generated `ids` of `modality` under `out`: the tokens, and where the dataset's
+/// tokenizers decode them, the raw image (`.png`, exact values) with a preview for people
+/// (`.preview.png`), or the text.
 pub async fn write_output(
     loaded: &Loaded,
     modality: &str,
     ids: &[i64],
     out: &Path,
-) -> anyhow::Result<Vec<PathBuf>> {
+) -> anyhow::Result<Written> {
     let spec = loaded
         .model
         .modalities()
         .get(modality)
         .with_context(|| format!("the model has no modality `{modality}`"))?;
     let stem = modality.replace(['@', '/'], "_");
-    let mut written = Vec::new();
+    let mut written = Written {
+        files: Vec::new(),
+        plane: None,
+        text: None,
+    };
     let write = |name: String, bytes: &[u8]| -> anyhow::Result<PathBuf> {
         let path = out.join(name);
         std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
@@ -114,26 +130,37 @@ pub async fn write_output(
     match spec.kind {
         ModalityKind::ImageTokens { .. } => {
             let array = npy::encode(npy::Dtype::I16, &[1, ids.len()], ids)?;
-            written.push(write(format!("{stem}.npy"), &array)?);
+            written.files.push(write(format!("{stem}.npy"), &array)?);
             if let (Ok(tokenizer), Ok(format)) = (
                 image_tokenizer(loaded, modality).await,
                 raw_format(modality),
             ) {
                 let plane = tokenizer.decode(ids)?;
-                written.push(write(format!("{stem}.png"), &to_png(&plane, format)?)?);
+                written
+                    .files
+                    .push(write(format!("{stem}.png"), &to_png(&plane, format)?)?);
+                written.files.push(write(
+                    format!("{stem}.preview.png"),
+                    &preview::image(&plane, format)?,
+                )?);
+                written.plane = Some(plane);
             }
         }
         ModalityKind::Sequence { .. } => {
-            let text_ids = text_part(ids, &loaded.specials);
+            let text_ids = loaded.specials.text_part(ids);
             let array = npy::encode(npy::Dtype::I64, &[1, text_ids.len()], &text_ids)?;
-            written.push(write(format!("{stem}.npy"), &array)?);
+            written.files.push(write(format!("{stem}.npy"), &array)?);
             if let Some(t) = &loaded.data.tokenizer {
                 let ids: Vec<u32> = text_ids.iter().map(|&i| i as u32).collect();
-                let text = t.decode(&ids, true)?;
-                written.push(write(
+                // Not skipping special tokens: the closed vocabulary of the synthetic captions
+                // and every box coordinate are special tokens (as in ml-4m's tokenizer);
+                // `text_part` already dropped padding, sentinels and what follows `[EOS]`.
+                let text = t.decode(&ids, false)?;
+                written.files.push(write(
                     format!("{stem}.txt"),
                     format!("{text}\n").as_bytes(),
                 )?);
+                written.text = Some(text);
             }
         }
         ModalityKind::ImagePixels { .. } => bail!("`{modality}` is an input-only modality"),
@@ -141,13 +168,19 @@ pub async fn write_output(
     Ok(written)
 }
 
-/// The generated text of a sequence: up to its `[EOS]`, without sentinels and padding.
-pub fn text_part(ids: &[i64], specials: &SpecialTokens) -> Vec<i64> {
-    ids.iter()
-        .copied()
-        .take_while(|&i| i != specials.eos)
-        .filter(|&i| i != specials.pad && !specials.is_sentinel(i))
-        .collect()
+/// The image of an image-like condition file, decoded for previews (`None` for other files).
+pub async fn condition_plane(
+    loaded: &Loaded,
+    modality: &str,
+    condition: &Condition,
+) -> anyhow::Result<Option<ImagePlane>> {
+    match condition {
+        Condition::Grid(ids) => match image_tokenizer(loaded, modality).await {
+            Ok(tokenizer) => Ok(Some(tokenizer.decode(ids)?)),
+            Err(_) => Ok(None),
+        },
+        Condition::Sequence(_) => Ok(None),
+    }
 }
 
 /// The patch tokenizer of `modality` in the dataset's `tokenizers/` folder.

@@ -49,9 +49,10 @@ pub async fn load(url: &str, dataset: Option<&str>, device: &Device) -> anyhow::
         .with_context(|| format!("{url}: {TRAINER_FILE} is not a fourm trainer state"))?;
     let mut config: WorkerConfig = serde_json::from_value(trainer.config.clone())
         .with_context(|| format!("{url}: {TRAINER_FILE} holds no worker configuration"))?;
-    if let Some(d) = dataset {
-        config.data.dataset = d.to_string();
-    }
+    config.data.dataset = match dataset {
+        Some(d) => d.to_string(),
+        None => resolve_dataset(&config.data.dataset, &store, &folder),
+    };
     let data = DataSetup::open(&config)
         .await
         .with_context(|| format!("opening the dataset {}", config.data.dataset))?;
@@ -59,17 +60,7 @@ pub async fn load(url: &str, dataset: Option<&str>, device: &Device) -> anyhow::
     let mut model = model_config.init(&data.modalities, config.model.init_seed, device)?;
     load_ml4m_bytes(&mut model, read(MODEL_FILE).await?.to_vec())
         .with_context(|| format!("loading {MODEL_FILE}"))?;
-    let specials = match &data.tokenizer {
-        Some(t) => {
-            let s = t.sequence_tokens();
-            SpecialTokens {
-                pad: i64::from(s.pad),
-                eos: i64::from(s.eos),
-                sentinels: s.sentinels.iter().map(|&i| i64::from(i)).collect(),
-            }
-        }
-        None => SpecialTokens::ml4m_wordpiece(),
-    };
+    let specials = data.specials();
     Ok(Loaded {
         model,
         config,
@@ -97,4 +88,40 @@ async fn step_folder(store: &DatasetStore) -> anyhow::Result<object_store::path:
             store.url()
         ),
     }
+}
+
+/// The dataset a checkpoint was trained on, found from any working directory: a local path
+/// recorded relative to the training's working directory (or since moved with its job folder) is
+/// looked up beside the checkpoint root and in the job folder too; other URLs are kept.
+fn resolve_dataset(
+    recorded: &str,
+    store: &DatasetStore,
+    folder: &object_store::path::Path,
+) -> String {
+    let path = std::path::Path::new(recorded.strip_prefix("file://").unwrap_or(recorded));
+    if recorded.contains("://") && !recorded.starts_with("file://") || path.is_dir() {
+        return recorded.to_string();
+    }
+    // The checkpoint root, then the job folder holding it, then the training's directory.
+    let Some(local) = store.local_dir() else {
+        return recorded.to_string();
+    };
+    // The store is the checkpoint root, or (when the folder is its root) a step folder in it.
+    let root = if folder == store.root() {
+        local.parent().unwrap_or(local)
+    } else {
+        local
+    };
+    let job = root.parent().unwrap_or(root);
+    let candidates = [
+        Some(job.join(path)),
+        job.parent().map(|p| p.join(path)),
+        path.file_name().map(|name| job.join(name)),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|c| c.join("index.json").is_file())
+        .and_then(|c| c.to_str().map(str::to_string))
+        .unwrap_or_else(|| recorded.to_string())
 }

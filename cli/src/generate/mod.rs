@@ -3,7 +3,8 @@
 //! as tokens and, where the dataset's tokenizers can decode it, as a picture or text.
 
 mod files;
-mod load;
+pub mod load;
+mod preview;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,7 +18,9 @@ use fourm_model::generate::{
     GenState, GenerationPlan, Generator, Guidance, NoHook, Sampling, TargetPlan, TopK,
 };
 
-use self::files::{Condition, read_condition, write_output};
+use fourm_synth::{ImagePlane, RawFormat};
+
+use self::files::{Condition, condition_plane, read_condition, write_output};
 
 /// `fourm generate`.
 #[derive(Debug, Args)]
@@ -95,11 +98,17 @@ async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     );
     let modalities = loaded.model.modalities().clone();
     let mut state = GenState::new(&modalities, 1)?;
+    // The RGB image of the run (a condition or a generated output), under box previews.
+    let mut rgb: Option<ImagePlane> = None;
     for (modality, file) in &args.conditions {
         if args.targets.contains(modality) {
             bail!("`{modality}` is both a condition and a target");
         }
-        state = match read_condition(&loaded, modality, file).await? {
+        let condition = read_condition(&loaded, modality, file).await?;
+        if is_rgb(modality) {
+            rgb = condition_plane(&loaded, modality, &condition).await?;
+        }
+        state = match condition {
             Condition::Grid(ids) => state.with_tokens(modality, ids)?,
             Condition::Sequence(ids) => state.with_sequence(modality, &[ids], &loaded.specials)?,
         };
@@ -146,16 +155,30 @@ async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
             .with_context(|| format!("`{name}` was not generated"))?
             .ids()
             .to_vec();
-        let written = write_output(&loaded, &name, &ids, &args.out).await?;
+        let mut written = write_output(&loaded, &name, &ids, &args.out).await?;
+        if is_rgb(&name) {
+            rgb = written.plane.clone();
+        }
+        if let (true, Some(text)) = (name.starts_with("det"), &written.text) {
+            let path = args.out.join(format!("{name}.preview.png"));
+            std::fs::write(&path, preview::boxes(text, rgb.as_ref())?)
+                .with_context(|| format!("writing {}", path.display()))?;
+            written.files.push(path);
+        }
         eprintln!(
             "[{}/{}] {name} done in {:.2} s",
             k + 1,
             args.targets.len(),
             started.elapsed().as_secs_f64()
         );
-        for path in written {
+        for path in written.files {
             println!("{}", path.display());
         }
     }
     Ok(())
+}
+
+/// Whether `modality` holds RGB images (`tok_rgb@…`).
+fn is_rgb(modality: &str) -> bool {
+    RawFormat::of_modality(modality) == Some(RawFormat::Rgb)
 }

@@ -111,6 +111,7 @@ impl ClusterSpec {
 pub struct LocalCluster {
     spec: ClusterSpec,
     grpc: SocketAddr,
+    http: SocketAddr,
     coordinator: Option<Child>,
     coordinator_env: Vec<(String, String)>,
     workers: Vec<Option<Child>>,
@@ -149,6 +150,7 @@ impl LocalCluster {
             workers: (0..spec.workers).map(|_| None).collect(),
             spec,
             grpc,
+            http,
             coordinator: None,
             coordinator_env: Vec::new(),
         };
@@ -162,6 +164,11 @@ impl LocalCluster {
     /// The spec.
     pub fn spec(&self) -> &ClusterSpec {
         &self.spec
+    }
+
+    /// The coordinator's HTTP address (`/status`, `/metrics`).
+    pub fn http_address(&self) -> SocketAddr {
+        self.http
     }
 
     /// Starts (or restarts) the coordinator and waits until it accepts connections.

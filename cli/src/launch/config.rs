@@ -6,13 +6,16 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use fourm_worker::config::{
-    CoordinatorSection, DataSection, MetricsSection, ModelSection, TrainSection, WorkerConfig,
-    WorkerSection,
+    CoordinatorSection, DataSection, EvalSection, MetricsSection, ModelSection, TrainSection,
+    WorkerConfig, WorkerSection,
 };
 use serde::Deserialize;
 
 /// The embedded defaults.
 pub const DEFAULTS: &str = include_str!("defaults.toml");
+
+/// The sections a launch file may hold.
+const SECTIONS: [&str; 6] = ["launch", "synthetic", "model", "data", "train", "eval"];
 
 /// `[launch]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -42,6 +45,12 @@ pub struct SyntheticSection {
     pub resolution: usize,
     /// Seed of the scenes.
     pub seed: u64,
+    /// Held-out samples written to `<out>/data/val` (validation during training, `fourm eval`).
+    #[serde(default)]
+    pub val_samples: u64,
+    /// Most objects per scene (default: `fourm data synth`'s).
+    #[serde(default)]
+    pub max_objects: Option<usize>,
 }
 
 /// The merged settings.
@@ -57,6 +66,8 @@ pub struct LaunchConfig {
     pub data: DataSection,
     /// `[train]` of every worker.
     pub train: TrainSection,
+    /// `[eval]` of every worker (validation during training).
+    pub eval: EvalSection,
     /// The dataset set in `[data]`, if any (otherwise the synthetic one is used).
     pub dataset: Option<String>,
 }
@@ -77,9 +88,9 @@ impl LaunchConfig {
                 .parse()
                 .with_context(|| format!("parsing {}", path.display()))?;
             for key in over.keys() {
-                if !["launch", "synthetic", "model", "data", "train"].contains(&key.as_str()) {
+                if !SECTIONS.contains(&key.as_str()) {
                     bail!(
-                        "{}: unknown section `{key}` (expected launch, synthetic, model, data, train)",
+                        "{}: unknown section `{key}` (expected one of {SECTIONS:?})",
                         path.display()
                     );
                 }
@@ -104,6 +115,9 @@ impl LaunchConfig {
         let train: TrainSection = section("train")
             .try_into()
             .with_context(|| invalid("train"))?;
+        let eval: EvalSection = section("eval")
+            .try_into()
+            .with_context(|| invalid("eval"))?;
         let mut data = section("data");
         let dataset = data
             .get("dataset")
@@ -119,6 +133,7 @@ impl LaunchConfig {
             model,
             data,
             train,
+            eval,
             dataset,
         };
         config.validate()?;
@@ -144,6 +159,7 @@ impl LaunchConfig {
             },
             train: self.train.clone(),
             metrics,
+            eval: self.eval.clone(),
         };
         config.validate()?;
         Ok(config)

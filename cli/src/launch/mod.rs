@@ -162,8 +162,11 @@ fn supervise(
         let lines = progress::read_all(cluster.spec());
         if let Some(p) = progress::progress(&lines) {
             bar.set_position(p.step);
+            let validation = progress::latest_eval(&lines)
+                .and_then(|(_, m)| m.get("held_out/total"))
+                .map_or(String::new(), |v| format!(" · held-out {v:.3}"));
             bar.set_message(format!(
-                "loss {:.4} · {:.0} tokens/s · {} ranks",
+                "loss {:.4}{validation} · {:.0} tokens/s · {} ranks",
                 p.loss, p.tokens_per_s, p.world
             ));
             if quiet
@@ -196,11 +199,13 @@ fn summarize(spec: &ClusterSpec, elapsed: Duration) -> anyhow::Result<()> {
         );
     };
     let picture = spec.dir.join("loss.svg");
-    plot::draw_loss_curve(
-        &picture,
-        &format!("fourm launch: {} workers", spec.workers),
-        &curve,
-    )?;
+    let title = format!("fourm launch: {} workers", spec.workers);
+    plot::draw_loss_curve(&picture, &title, &curve, &progress::modality_curves(&lines))?;
+    let eval = progress::eval_curves(&lines);
+    let eval_picture = spec.dir.join("eval.svg");
+    if !eval.is_empty() {
+        plot::draw_eval_curves(&eval_picture, &title, &eval)?;
+    }
     let head: f64 = mean_loss(&curve[..curve.len().min(10)]);
     let tail: f64 = mean_loss(&curve[curve.len().saturating_sub(10)..]);
     println!(
@@ -215,6 +220,12 @@ fn summarize(spec: &ClusterSpec, elapsed: Duration) -> anyhow::Result<()> {
     );
     println!("checkpoints  {}", spec.checkpoint_dir().display());
     println!("loss curve   {}", picture.display());
+    if let Some((step, metrics)) = progress::latest_eval(&lines) {
+        println!("validation   {} (step {step})", eval_picture.display());
+        for (m, v) in metrics {
+            println!("  {m:<36} {v:.4}");
+        }
+    }
     println!("logs         {}", spec.dir.join("logs").display());
     Ok(())
 }
@@ -239,13 +250,16 @@ fn synthetic_dataset(out: &Path, config: &LaunchConfig) -> anyhow::Result<String
         s.samples,
         dir.display()
     );
+    let defaults = crate::data::SynthArgs::defaults(url.clone());
     let args = crate::data::SynthArgs {
         out: url.clone(),
         samples: s.samples,
         shard_samples: s.shard_samples,
         resolution: s.resolution,
         seed: s.seed,
-        ..crate::data::SynthArgs::defaults(url.clone())
+        val_samples: s.val_samples,
+        max_objects: s.max_objects.unwrap_or(defaults.max_objects),
+        ..defaults
     };
     crate::runtime()?.block_on(crate::data::run_synth(args))?;
     Ok(url)

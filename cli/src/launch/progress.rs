@@ -57,6 +57,53 @@ pub fn loss_curve(lines: &[MetricsLine]) -> Vec<(u64, f64)> {
     by_step.into_iter().map(|(s, l)| (s, l.loss)).collect()
 }
 
+/// Rank 0's line of each step among `lines` that pass `keep` (the latest run of a step counts).
+fn rank0_by_step(
+    lines: &[MetricsLine],
+    keep: impl Fn(&MetricsLine) -> bool,
+) -> BTreeMap<u64, &MetricsLine> {
+    let mut latest: BTreeMap<u64, &MetricsLine> = BTreeMap::new();
+    for l in lines.iter().filter(|l| l.rank == 0 && keep(l)) {
+        let e = latest.entry(l.step).or_insert(l);
+        if l.unix_ms > e.unix_ms {
+            *e = l;
+        }
+    }
+    latest
+}
+
+/// Each modality's loss per step (rank 0's; the latest run of a step counts).
+pub fn modality_curves(lines: &[MetricsLine]) -> BTreeMap<String, Vec<(u64, f64)>> {
+    let mut out: BTreeMap<String, Vec<(u64, f64)>> = BTreeMap::new();
+    for (step, l) in rank0_by_step(lines, |_| true) {
+        for (m, v) in &l.modality_loss {
+            out.entry(m.clone()).or_default().push((step, *v));
+        }
+    }
+    out
+}
+
+/// Each validation metric per evaluated step (rank 0's lines; the latest run of a step counts).
+pub fn eval_curves(lines: &[MetricsLine]) -> BTreeMap<String, Vec<(u64, f64)>> {
+    let latest = rank0_by_step(lines, |l| !l.eval.is_empty());
+    let mut out: BTreeMap<String, Vec<(u64, f64)>> = BTreeMap::new();
+    for (step, l) in latest {
+        for (m, v) in &l.eval {
+            out.entry(m.clone()).or_default().push((step, *v));
+        }
+    }
+    out
+}
+
+/// The latest validation metrics (rank 0's newest evaluated step).
+pub fn latest_eval(lines: &[MetricsLine]) -> Option<(u64, &BTreeMap<String, f64>)> {
+    lines
+        .iter()
+        .filter(|l| l.rank == 0 && !l.eval.is_empty())
+        .max_by_key(|l| (l.unix_ms, l.step))
+        .map(|l| (l.step, &l.eval))
+}
+
 /// Mean job throughput (tokens/s summed over ranks) over the steps after the first `skip`.
 pub fn mean_tokens_per_s(lines: &[MetricsLine], skip: u64) -> f64 {
     let mut per_step: BTreeMap<(u64, u64), f64> = BTreeMap::new();
@@ -87,6 +134,7 @@ mod tests {
             data_wait: 0.0,
             unix_ms,
             params_sha256: None,
+            eval: BTreeMap::new(),
         }
     }
 
@@ -103,5 +151,20 @@ mod tests {
         let p = progress(&lines).unwrap();
         assert_eq!((p.step, p.loss, p.tokens_per_s), (2, 3.5, 200.0));
         assert!((mean_tokens_per_s(&lines, 0) - 500.0 / 3.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn modality_and_validation_curves() {
+        let mut a = line(1, 0, 1, 5.0, 10);
+        a.modality_loss.insert("caption".into(), 4.0);
+        let mut b = line(1, 0, 2, 4.0, 20);
+        b.modality_loss.insert("caption".into(), 3.0);
+        b.eval.insert("held_out/total".into(), 3.5);
+        let mut other_rank = line(1, 1, 2, 4.0, 21);
+        other_rank.eval.insert("held_out/total".into(), 9.9);
+        let lines = vec![a, b, other_rank];
+        assert_eq!(modality_curves(&lines)["caption"], vec![(1, 4.0), (2, 3.0)]);
+        assert_eq!(eval_curves(&lines)["held_out/total"], vec![(2, 3.5)]);
+        assert_eq!(latest_eval(&lines).unwrap().0, 2);
     }
 }

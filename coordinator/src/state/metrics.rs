@@ -21,6 +21,10 @@ pub struct JobMetrics {
     pub mfu: f64,
     /// Rank 0's data-wait fraction.
     pub data_wait: f64,
+    /// The latest validation metrics (held-out split), and the step they are of.
+    pub eval: BTreeMap<String, f64>,
+    /// Step of `eval`.
+    pub eval_step: u64,
     per_rank_tokens: Vec<f64>,
 }
 
@@ -37,6 +41,8 @@ pub struct StepMetrics {
     pub mfu: f64,
     /// Data-wait fraction.
     pub data_wait: f64,
+    /// Validation metrics, when the step evaluated the held-out split.
+    pub eval: BTreeMap<String, f64>,
 }
 
 impl JobMetrics {
@@ -51,6 +57,10 @@ impl JobMetrics {
                 self.modality_loss = m.modality_loss;
                 self.mfu = m.mfu;
                 self.data_wait = m.data_wait;
+                if !m.eval.is_empty() {
+                    self.eval = m.eval;
+                    self.eval_step = step;
+                }
             }
         }
         self.step = self.step.max(step);

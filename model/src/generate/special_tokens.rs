@@ -44,6 +44,15 @@ impl SpecialTokens {
     pub fn is_sentinel(&self, id: i64) -> bool {
         self.sentinels.contains(&id)
     }
+
+    /// The text of a generated sequence: up to its `[EOS]`, without sentinels and padding.
+    pub fn text_part(&self, ids: &[i64]) -> Vec<i64> {
+        ids.iter()
+            .copied()
+            .take_while(|&i| i != self.eos)
+            .filter(|&i| i != self.pad && !self.is_sentinel(i))
+            .collect()
+    }
 }
 
 impl Default for SpecialTokens {

@@ -23,6 +23,8 @@ pub const EXE: &str = env!("CARGO_BIN_EXE_fourm-test-node");
 pub const SAMPLES: usize = 256;
 /// Shards of the test dataset.
 pub const SHARDS: u64 = 8;
+/// Held-out samples of the test dataset (its `val/` split).
+pub const VAL_SAMPLES: usize = 16;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -42,6 +44,7 @@ pub fn dataset() -> &'static str {
                 .args(["data", "synth", "--out", &url])
                 .args(["--samples", &SAMPLES.to_string(), "--shard-samples", "32"])
                 .args(["--resolution", "32", "--fit-samples", "64"])
+                .args(["--val-samples", &VAL_SAMPLES.to_string()])
                 .output()
                 .unwrap();
             assert!(
@@ -64,10 +67,30 @@ pub fn spec(
     batch: usize,
     mix: usize,
 ) -> ClusterSpec {
+    spec_with(dir, workers, steps, every, batch, mix, "")
+}
+
+/// [`spec`] with more launch settings (`extra`, TOML sections other than those [`spec`] writes).
+pub fn spec_with(
+    dir: &Path,
+    workers: u32,
+    steps: u64,
+    every: u64,
+    batch: usize,
+    mix: usize,
+    extra: &str,
+) -> ClusterSpec {
     let text = format!(
         "[launch]\nworkers = {workers}\nsteps = {steps}\ncheckpoint_every = {every}\nlog_every = 5\n\
-         [data]\ninput_tokens = 32\ntarget_tokens = 32\nshards_in_flight = 2\nmix = {mix}\n\
-         [train]\nbatch_size = {batch}\nmicro_batches = 1\nblr = 0.02\nwarmup_steps = 3\n"
+         [data]\nalphas = \"uniform\"\ninput_tokens = 32\ntarget_tokens = 32\nshards_in_flight = 2\n\
+         mix = {mix}\n\
+         [train]\nbatch_size = {batch}\nmicro_batches = 1\nblr = 0.02\nwarmup_steps = 3\n{extra}{eval}",
+        // No validation unless a test asks for it.
+        eval = if extra.contains("[eval]") {
+            ""
+        } else {
+            "[eval]\nevery = 0\n"
+        }
     );
     std::fs::create_dir_all(dir).unwrap();
     let path = dir.join("launch.toml");

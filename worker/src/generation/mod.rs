@@ -65,6 +65,10 @@ pub struct Worker {
     pub audit: Option<Mutex<Audit>>,
     /// The key authenticating this job's ring (derived from the job token and id).
     pub ring_key: Vec<u8>,
+    /// The device's peak FLOP/s, for the MFU estimate, when known.
+    pub peak_flops: Option<f64>,
+    /// Validation on the held-out split (`[eval]`).
+    pub validation: Option<crate::validation::Validation>,
     /// Rank 0's checkpoint upload in flight, with its generation.
     pub upload: Mutex<Option<(u64, tokio::task::JoinHandle<()>)>>,
 }

@@ -61,7 +61,10 @@ impl Worker {
             self.control
                 .step
                 .store(state.step, std::sync::atomic::Ordering::SeqCst);
-            let report = self.step_report(state.step, &result, &prepared, &cost, t0, waited);
+            let mut report = self.step_report(state.step, &result, &prepared, &cost, t0, waited);
+            if self.validation_due(joined, state.step) {
+                report.eval = self.validate(joined, state, collective)?;
+            }
             self.after_step(joined, state, prepared, &report)?;
             let every = joined.checkpoint_every;
             if (every > 0 && state.step.is_multiple_of(every))
@@ -72,6 +75,40 @@ impl Worker {
             }
         }
         Ok(None)
+    }
+
+    fn validation_due(&self, joined: &Joined, step: u64) -> bool {
+        let every = self.config.eval.every;
+        self.validation.is_some()
+            && every > 0
+            && (step.is_multiple_of(every) || step == joined.total_steps)
+    }
+
+    /// Every rank evaluates its share of the held-out split; the collective adds the shares.
+    fn validate(
+        &self,
+        joined: &Joined,
+        state: &TrainState,
+        collective: &mut dyn Collective,
+    ) -> Result<Vec<(String, f64)>, WorkerError> {
+        let Some(validation) = &self.validation else {
+            return Ok(Vec::new());
+        };
+        let started = Instant::now();
+        let metrics = validation.run(
+            &state.model,
+            &self.data.builder()?,
+            &self.data.specials(),
+            joined.rank as usize,
+            joined.world as usize,
+            collective,
+        )?;
+        tracing::debug!(
+            step = state.step,
+            seconds = started.elapsed().as_secs_f64(),
+            "validation done"
+        );
+        Ok(metrics)
     }
 
     /// The input pipeline of this rank: its stream from the generation's cursor, read ahead.
@@ -113,6 +150,7 @@ impl Worker {
         let cfg = &self.config;
         let tokens = cfg.data.input_tokens + cfg.data.target_tokens;
         StepReport {
+            eval: Vec::new(),
             step,
             loss: result.loss,
             modality_loss: result.modality_loss.iter().cloned().collect(),
@@ -167,7 +205,7 @@ impl Worker {
             generation: g,
             step,
             entries,
-            metrics: Some(report.to_proto(cfg.metrics.peak_flops)),
+            metrics: Some(report.to_proto(self.peak_flops)),
             quarantined: prepared
                 .quarantined
                 .into_iter()
@@ -180,7 +218,7 @@ impl Worker {
                 .collect(),
         }));
         if rank == 0 && (step.is_multiple_of(cfg.metrics.log_every) || step == joined.total_steps) {
-            report.log(cfg.metrics.peak_flops);
+            report.log(self.peak_flops);
         }
         if let Some(path) = &cfg.metrics.metrics_file {
             let mut line = MetricsLine::new(g, rank, joined.world, report);
