@@ -381,7 +381,7 @@ mod tests {
 
     fn fixture() -> TextTokenizer {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/fixtures/parity-a/text_tokenizer.json");
+            .join("../model/tests/fixtures/parity-a/text_tokenizer.json");
         TextTokenizer::load(&path).unwrap()
     }
 

@@ -1,6 +1,6 @@
 //! Masking properties over every shipped alphas config (budgets respected, inputs and targets
 //! disjoint, valid layouts, determinism), and the structure of ml-4m's own masking output in
-//! `../shared/fixtures/parity-a/inputs.safetensors` against ours.
+//! `model/tests/fixtures/parity-a/inputs.safetensors` (vendored from ml-4m) against ours.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -384,7 +384,7 @@ fn mixture_components_follow_their_alphas() {
 // ---- parity-a: ml-4m's own masking output ----
 
 fn parity_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/parity-a")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../model/tests/fixtures/parity-a")
 }
 
 struct Row {

@@ -1,4 +1,4 @@
-//! A chained ml-4m generation run replayed from a fixture (`../shared/fixtures/generation-a`, or
+//! A chained ml-4m generation run replayed from a fixture (vendored in `tests/fixtures/generation-a`, or
 //! the folder named by `FOURM_GENERATION_FIXTURE`). The plan is built from the fixture's
 //! `schedule_builder` arguments; every MaskGIT step's candidate positions, logits (atol 1e-5,
 //! rtol 1e-4), argmax and resulting tensors, the autoregressive logits and output and the final
