@@ -6,6 +6,7 @@ pub mod data;
 pub mod eval;
 pub mod generate;
 pub mod launch;
+pub mod plan_memory;
 
 use std::process::ExitCode;
 
@@ -36,6 +37,9 @@ pub enum Command {
     /// What a checkpoint learned: held-out loss per modality, and cross-modal tasks scored
     /// against the ground truth next to trivial baselines (eval.json, samples.png).
     Eval(eval::EvalArgs),
+    /// Memory one rank needs to train a preset (parameters, gradients, optimizer state,
+    /// activations), computed from the sizes.
+    PlanMemory(plan_memory::PlanMemoryArgs),
     /// Dataset tools: build the index, inspect shards.
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -78,6 +82,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init_logging(cli.log_json, "error");
             eval::run(args)
         }
+        Command::PlanMemory(args) => plan_memory::run(args),
         Command::Data(cmd) => {
             init_logging(cli.log_json, "error");
             data::run(cmd)

@@ -4,8 +4,8 @@ use std::fmt;
 
 use crate::{AbortHandle, CollectiveError};
 
-/// One rank of a group of [`world_size`](Collective::world_size) ranks that reduce and broadcast
-/// flat `f32` buffers together.
+/// One rank of a group of [`world_size`](Collective::world_size) ranks that reduce, gather and
+/// broadcast flat `f32` buffers together.
 ///
 /// Every rank calls the same operations in the same order with buffers of the same length; an
 /// implementation that can detect a disagreement returns
@@ -39,6 +39,23 @@ pub trait Collective: Send {
         }
         Ok(())
     }
+
+    /// Sums `buf` element-wise over the ranks, but only this rank's shard
+    /// ([`shard_range`](crate::shard_range)`(buf.len(), world_size, rank)`) is guaranteed to
+    /// hold the sum on return; the rest of `buf` is unspecified. Deterministic for a given world
+    /// size and length.
+    ///
+    /// Followed by [`all_gather`](Collective::all_gather) it gives every rank the whole sum, as
+    /// [`all_reduce_sum`](Collective::all_reduce_sum) does (though not necessarily with the same
+    /// rounding); in between, each rank can update the state of its shard alone (ZeRO-1). A
+    /// rank whose shard is empty (fewer elements than ranks) still takes part.
+    fn reduce_scatter_sum(&mut self, buf: &mut [f32]) -> Result<(), CollectiveError>;
+
+    /// Every rank contributes its own shard of `buf`
+    /// ([`shard_range`](crate::shard_range)`(buf.len(), world_size, rank)`); on return every
+    /// rank's `buf` holds every rank's shard, bit-identical copies of what their owners
+    /// contributed. What `buf` held outside this rank's shard is overwritten.
+    fn all_gather(&mut self, buf: &mut [f32]) -> Result<(), CollectiveError>;
 
     /// Copies `root`'s `buf` into every other rank's `buf`.
     fn broadcast(&mut self, buf: &mut [f32], root: usize) -> Result<(), CollectiveError>;
@@ -85,6 +102,51 @@ pub trait Collective: Send {
         })
     }
 
+    /// Like [`reduce_scatter_sum`](Collective::reduce_scatter_sum), in place on a flat `f32`
+    /// buffer of `len` elements in device memory at `ptr`, ordered after the work queued on
+    /// `stream` (as for [`all_reduce_sum_device`](Collective::all_reduce_sum_device)).
+    ///
+    /// The caller guarantees that `ptr` is a live allocation of at least
+    /// [`padded_len`](crate::padded_len)`(len, world_size)` `f32`s on this collective's device
+    /// that nothing else uses until the call returns: every shard is full on the device, and
+    /// the elements in `len..padded_len` are summed too (they are unspecified on return). Only
+    /// the NCCL implementation supports it; the others return [`CollectiveError::Unsupported`].
+    fn reduce_scatter_sum_device(
+        &mut self,
+        ptr: u64,
+        len: usize,
+        stream: u64,
+    ) -> Result<(), CollectiveError> {
+        let _ = (ptr, len, stream);
+        Err(CollectiveError::Unsupported {
+            rank: self.rank(),
+            operation: Operation::ReduceScatterSum,
+            implementation: self.implementation(),
+        })
+    }
+
+    /// Like [`all_gather`](Collective::all_gather), in place on a flat `f32` buffer of `len`
+    /// elements in device memory at `ptr`, ordered after the work queued on `stream`.
+    ///
+    /// The caller guarantees that `ptr` is a live allocation of at least
+    /// [`padded_len`](crate::padded_len)`(len, world_size)` `f32`s on this collective's device
+    /// that nothing else uses until the call returns; the elements in `len..padded_len` travel
+    /// with the last shards and are unspecified on return. Only the NCCL implementation
+    /// supports it; the others return [`CollectiveError::Unsupported`].
+    fn all_gather_device(
+        &mut self,
+        ptr: u64,
+        len: usize,
+        stream: u64,
+    ) -> Result<(), CollectiveError> {
+        let _ = (ptr, len, stream);
+        Err(CollectiveError::Unsupported {
+            rank: self.rank(),
+            operation: Operation::AllGather,
+            implementation: self.implementation(),
+        })
+    }
+
     /// A short name of the implementation, for logs and errors ("tcp ring", "in-process", "nccl").
     fn implementation(&self) -> &'static str;
 }
@@ -99,6 +161,10 @@ pub enum Operation {
     AllReduceSum,
     /// [`Collective::all_reduce_mean`].
     AllReduceMean,
+    /// [`Collective::reduce_scatter_sum`].
+    ReduceScatterSum,
+    /// [`Collective::all_gather`].
+    AllGather,
     /// [`Collective::broadcast`] from `root`.
     Broadcast {
         /// The rank whose buffer is copied.
@@ -114,6 +180,8 @@ impl fmt::Display for Operation {
             Self::Rendezvous => f.write_str("rendezvous"),
             Self::AllReduceSum => f.write_str("all-reduce (sum)"),
             Self::AllReduceMean => f.write_str("all-reduce (mean)"),
+            Self::ReduceScatterSum => f.write_str("reduce-scatter (sum)"),
+            Self::AllGather => f.write_str("all-gather"),
             Self::Broadcast { root } => write!(f, "broadcast from rank {root}"),
             Self::Barrier => f.write_str("barrier"),
         }

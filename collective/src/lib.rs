@@ -5,7 +5,13 @@
 //!   generation-checked rendezvous.
 //! * [`LocalCollective`]: ranks as threads of one process, for unit tests.
 //! * `NcclCollective` (feature `cuda`): NCCL through `cudarc`, loaded at run time; in-place
-//!   all-reduce on device buffers and an abort that calls `ncclCommAbort`.
+//!   all-reduce, reduce-scatter and all-gather on device buffers and an abort that calls
+//!   `ncclCommAbort`.
+//!
+//! Besides all-reduce, broadcast and barrier, every implementation offers the two halves of an
+//! all-reduce for sharded optimizer state (ZeRO-1): [`Collective::reduce_scatter_sum`] leaves
+//! each rank the sum of its own shard of the buffer, [`Collective::all_gather`] hands every rank
+//! every rank's shard. [`shard_range`] says which shard a rank owns.
 //!
 //! Every implementation gives bit-identical results on every rank, and the same bits on every run
 //! for a given world size and buffer length. The crate knows nothing about tensors: the worker
@@ -39,6 +45,7 @@ mod pipeline;
 mod rendezvous;
 mod ring;
 mod segments;
+mod shard;
 mod wire;
 
 pub use abort::AbortHandle;
@@ -49,4 +56,5 @@ pub use local::{LocalCollective, LocalConfig};
 pub use nccl::{NcclCollective, NcclConfig, NcclUniqueId};
 pub use rendezvous::Rendezvous;
 pub use ring::{RingCollective, RingConfig};
+pub use shard::{padded_len, shard_range};
 pub use wire::OpSignature;

@@ -1,13 +1,14 @@
 //! The in-process collective: ranks are threads of one process that meet in shared memory.
 //! For unit tests of code that takes a [`Collective`]; it behaves like the TCP ring towards
 //! failures (a dropped, failed or aborted rank makes its peers fail at once, a silent one makes
-//! them time out) but sums in rank order, so its rounding differs from the ring's.
+//! them time out) but sums in rank order, so its rounding differs from the ring's (and its
+//! reduce-scatter gives the same bits as its all-reduce).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::{AbortHandle, Collective, CollectiveError, OpSignature, Operation, Peer};
+use crate::{AbortHandle, Collective, CollectiveError, OpSignature, Operation, Peer, shard_range};
 
 /// Settings of the in-process collective.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,12 +255,16 @@ impl Drop for LocalCollective {
     }
 }
 
-/// The result of a round whose ranks all arrived: the sum in rank order, root's buffer, or
-/// nothing for a barrier.
+/// The result of a round whose ranks all arrived: the sum in rank order, root's buffer, the
+/// ranks' shards end to end (they tile the buffer in rank order), or nothing for a barrier.
 fn combine(operation: Operation, contributions: &mut [Option<Vec<f32>>]) -> Vec<f32> {
     match operation {
         Operation::Broadcast { root } => contributions[root].take().unwrap_or_default(),
-        Operation::AllReduceSum | Operation::AllReduceMean => {
+        Operation::AllGather => contributions
+            .iter_mut()
+            .flat_map(|c| c.take().unwrap_or_default())
+            .collect(),
+        Operation::AllReduceSum | Operation::AllReduceMean | Operation::ReduceScatterSum => {
             let mut parts = contributions
                 .iter_mut()
                 .map(|c| c.take().unwrap_or_default());
@@ -301,6 +306,21 @@ impl Collective for LocalCollective {
         buf.iter_mut()
             .zip(sum.iter())
             .for_each(|(x, s)| *x = *s / n);
+        Ok(())
+    }
+
+    fn reduce_scatter_sum(&mut self, buf: &mut [f32]) -> Result<(), CollectiveError> {
+        // Every rank contributes its whole buffer and keeps only its shard of the sum.
+        let sum = self.run(Operation::ReduceScatterSum, buf.len(), Some(buf.to_vec()))?;
+        let shard = shard_range(buf.len(), self.shared.world_size, self.rank);
+        buf[shard.clone()].copy_from_slice(&sum[shard]);
+        Ok(())
+    }
+
+    fn all_gather(&mut self, buf: &mut [f32]) -> Result<(), CollectiveError> {
+        let shard = shard_range(buf.len(), self.shared.world_size, self.rank);
+        let gathered = self.run(Operation::AllGather, buf.len(), Some(buf[shard].to_vec()))?;
+        buf.copy_from_slice(&gathered);
         Ok(())
     }
 

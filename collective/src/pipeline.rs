@@ -6,7 +6,9 @@
 //! through channels: the receiver lends a piece to the sender once it holds what must be
 //! forwarded, and the sender hands it back once written. Nothing is copied between the threads;
 //! a received piece is added into the buffer (reduce-scatter) or read straight into it
-//! (all-gather, broadcast).
+//! (all-gather, broadcast). The all-reduce runs both phases over balanced segments; the
+//! stand-alone reduce-scatter and all-gather run one phase over the public shards
+//! ([`shard_range`]), each sending `(n - 1) / n` of the buffer.
 //!
 //! Any failure (timeout, closed peer, mismatch, abort) is recorded once and shuts both
 //! connections down, which unblocks the other thread here and makes the neighbours fail fast
@@ -19,8 +21,8 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use crate::rendezvous::Links;
-use crate::segments::{self, Pieces};
-use crate::{AbortHandle, CollectiveError, OpSignature, Operation, Peer};
+use crate::segments::{self, Pieces, segment_range};
+use crate::{AbortHandle, CollectiveError, OpSignature, Operation, Peer, shard_range};
 
 /// A piece in transit: segment, index in the segment, the elements.
 type Lent<'a> = (usize, usize, &'a mut [f32]);
@@ -72,9 +74,8 @@ impl Pipeline<'_> {
     /// with the same bits.
     pub fn all_reduce(&self, buf: &mut [f32]) -> Result<(), Failed> {
         let (n, r) = (self.world_size, self.rank);
-        let mut pieces = segments::cut(buf, n, self.chunk);
-        let longest = pieces.iter().flatten().flatten().map(|p| p.len()).max();
-        let mut incoming = vec![0f32; longest.unwrap_or(0)];
+        let mut pieces = segments::cut(buf, segment_range, n, self.chunk);
+        let mut incoming = vec![0f32; longest(&pieces)];
         self.with_sender(|lend, returned| {
             // Reduce-scatter, step s: send segment r - s, receive segment r - s - 1 and add it
             // in. The reduced piece is what step s + 1 sends; after the last step this rank holds
@@ -112,10 +113,73 @@ impl Pipeline<'_> {
         })
     }
 
+    /// Ring reduce-scatter (sum) over the shards of [`shard_range`], `world_size - 1` steps:
+    /// this rank ends with the full sum of shard `rank`.
+    ///
+    /// Step s: send shard r - 1 - s (this rank's own data at step 0, then what it reduced at the
+    /// step before), receive shard r - 2 - s and add it in. Shard `j` is therefore summed along
+    /// the ring starting at rank `j + 1` and ending at rank `j`, in the same order on every run.
+    pub fn reduce_scatter(&self, buf: &mut [f32]) -> Result<(), Failed> {
+        let (n, r) = (self.world_size, self.rank);
+        let mut pieces = segments::cut(buf, shard_range, n, self.chunk);
+        let mut incoming = vec![0f32; longest(&pieces)];
+        self.with_sender(|lend, _returned| {
+            let first = (r + n - 1) % n;
+            for k in 0..pieces[first].len() {
+                lend_piece(lend, &mut pieces, first, k)?;
+            }
+            for s in 0..n - 1 {
+                // Not lent: only shards r - 1, ..., r - 1 - s were, and s < n - 1.
+                let j = (r + 2 * n - 2 - s) % n;
+                for k in 0..pieces[j].len() {
+                    let piece = pieces[j][k].as_deref_mut().expect("received before lent");
+                    let incoming = &mut incoming[..piece.len()];
+                    self.read(&self.links.left, bytemuck::cast_slice_mut(incoming))?;
+                    piece
+                        .iter_mut()
+                        .zip(incoming.iter())
+                        .for_each(|(x, y)| *x += *y);
+                    // At the last step j is r: the finished shard stays here.
+                    if s + 2 < n {
+                        lend_piece(lend, &mut pieces, j, k)?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Ring all-gather over the shards of [`shard_range`], `world_size - 1` steps: every rank
+    /// ends with every rank's shard.
+    ///
+    /// This rank first sends its own shard r; at step s it receives shard r - 1 - s straight
+    /// into the buffer and forwards it, except at the last step (its right neighbour owns it).
+    pub fn all_gather(&self, buf: &mut [f32]) -> Result<(), Failed> {
+        let (n, r) = (self.world_size, self.rank);
+        let mut pieces = segments::cut(buf, shard_range, n, self.chunk);
+        self.with_sender(|lend, _returned| {
+            for k in 0..pieces[r].len() {
+                lend_piece(lend, &mut pieces, r, k)?;
+            }
+            for s in 0..n - 1 {
+                // Not lent: only shards r, r - 1, ..., r - s were, and s < n - 1.
+                let j = (r + 2 * n - 1 - s) % n;
+                for k in 0..pieces[j].len() {
+                    let piece = pieces[j][k].as_deref_mut().expect("received before lent");
+                    self.read(&self.links.left, bytemuck::cast_slice_mut(piece))?;
+                    if s + 2 < n {
+                        lend_piece(lend, &mut pieces, j, k)?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
     /// Chain broadcast along the ring from `root`: each rank receives pieces from the left and
     /// forwards them to the right, except the rank just before the root.
     pub fn broadcast(&self, buf: &mut [f32], root: usize) -> Result<(), Failed> {
-        let mut pieces = segments::cut(buf, 1, self.chunk);
+        let mut pieces = segments::cut(buf, segment_range, 1, self.chunk);
         let count = pieces[0].len();
         let forward = (self.rank + 1) % self.world_size != root;
         self.with_sender(|lend, _returned| {
@@ -250,6 +314,17 @@ impl Pipeline<'_> {
             operation: self.operation,
         }
     }
+}
+
+/// The length of the longest piece, 0 if there are none.
+fn longest(pieces: &Pieces<'_>) -> usize {
+    pieces
+        .iter()
+        .flatten()
+        .flatten()
+        .map(|p| p.len())
+        .max()
+        .unwrap_or(0)
 }
 
 /// Lends piece `(j, k)` to the sending thread. Fails only if the sender has stopped, which it

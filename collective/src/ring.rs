@@ -1,5 +1,6 @@
 //! The CPU ring over TCP: bandwidth-optimal all-reduce (each rank sends `2(n-1)/n` of the buffer),
-//! chain broadcast, barrier, per-operation timeouts and abort.
+//! reduce-scatter and all-gather (`(n-1)/n` each), chain broadcast, barrier, per-operation
+//! timeouts and abort.
 
 use std::net::{Shutdown, TcpListener};
 use std::sync::{Arc, OnceLock};
@@ -239,6 +240,16 @@ impl Collective for RingCollective {
             buf.iter_mut().for_each(|x| *x /= n);
         }
         Ok(())
+    }
+
+    fn reduce_scatter_sum(&mut self, buf: &mut [f32]) -> Result<(), CollectiveError> {
+        self.run(Operation::ReduceScatterSum, buf.len(), |p| {
+            p.reduce_scatter(buf)
+        })
+    }
+
+    fn all_gather(&mut self, buf: &mut [f32]) -> Result<(), CollectiveError> {
+        self.run(Operation::AllGather, buf.len(), |p| p.all_gather(buf))
     }
 
     fn broadcast(&mut self, buf: &mut [f32], root: usize) -> Result<(), CollectiveError> {

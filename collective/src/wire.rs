@@ -15,7 +15,7 @@ use sha2::Sha256;
 use crate::{Operation, RejectReason};
 
 /// Protocol version carried in the hello; bumped on any change of this file.
-const PROTOCOL_VERSION: u32 = 2;
+const PROTOCOL_VERSION: u32 = 3;
 const HELLO_MAGIC: u32 = u32::from_le_bytes(*b"4MRG");
 const REPLY_MAGIC: u32 = u32::from_le_bytes(*b"4MRY");
 const OP_MAGIC: u32 = u32::from_le_bytes(*b"4MOP");
@@ -151,6 +151,8 @@ impl OpSignature {
             Operation::AllReduceMean => (2, 0),
             Operation::Broadcast { root } => (3, root as u64),
             Operation::Barrier => (4, 0),
+            Operation::ReduceScatterSum => (5, 0),
+            Operation::AllGather => (6, 0),
         };
         let mut out = [0u8; Self::LEN];
         out[0..4].copy_from_slice(&OP_MAGIC.to_le_bytes());
@@ -174,6 +176,8 @@ impl OpSignature {
                 root: usize::try_from(u64_at(bytes, 24)).ok()?,
             },
             4 => Operation::Barrier,
+            5 => Operation::ReduceScatterSum,
+            6 => Operation::AllGather,
             _ => return None,
         };
         Some(Self {
@@ -236,6 +240,8 @@ mod tests {
             Operation::AllReduceMean,
             Operation::Broadcast { root: 5 },
             Operation::Barrier,
+            Operation::ReduceScatterSum,
+            Operation::AllGather,
         ] {
             let sig = OpSignature {
                 operation,

@@ -22,6 +22,7 @@ pub mod generate;
 mod init;
 pub mod layers;
 mod loss;
+pub mod memory;
 mod modality;
 pub mod optim;
 pub mod params;

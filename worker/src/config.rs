@@ -269,7 +269,12 @@ fn default_mix() -> usize {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainSection {
-    /// Samples per rank per step.
+    /// Samples per optimizer step over all ranks, whatever the world size: each rank takes its
+    /// share (`global_batch / world`, the first `global_batch % world` ranks one more) and
+    /// accumulates gradients over micro-batches of at most `batch_size` samples. 0: no fixed
+    /// global batch; every rank takes `batch_size` samples a step.
+    pub global_batch: usize,
+    /// Samples per rank per step, or with `global_batch`, per forward/backward (micro-batch).
     pub batch_size: usize,
     /// Micro-batches computed concurrently on the CPU (0: one per core).
     pub micro_batches: usize,
@@ -289,11 +294,15 @@ pub struct TrainSection {
     pub clip_grad: f64,
     /// Loss reduction.
     pub loss: LossType,
+    /// Shard the AdamW state over the ranks (ZeRO-1): a reduce-scatter of the gradient, each
+    /// rank updates its shard of the parameters, an all-gather restores them.
+    pub shard_optimizer: bool,
 }
 
 impl Default for TrainSection {
     fn default() -> Self {
         Self {
+            global_batch: 0,
             batch_size: 8,
             micro_batches: 0,
             blr: 1e-4,
@@ -304,7 +313,34 @@ impl Default for TrainSection {
             eps: 1e-8,
             clip_grad: 0.0,
             loss: LossType::Mod,
+            shard_optimizer: false,
         }
+    }
+}
+
+impl TrainSection {
+    /// Samples of an optimizer step over `world` ranks.
+    pub fn step_samples(&self, world: u32) -> usize {
+        match self.global_batch {
+            0 => self.batch_size * world as usize,
+            global => global,
+        }
+    }
+
+    /// Samples rank `rank` of `world` takes per optimizer step.
+    pub fn rank_samples(&self, world: u32, rank: u32) -> usize {
+        match self.global_batch {
+            0 => self.batch_size,
+            global => {
+                let world = world.max(1) as usize;
+                global / world + usize::from((rank as usize) < global % world)
+            }
+        }
+    }
+
+    /// Forward/backward passes of a rank's step of `samples` samples (gradient accumulation).
+    pub fn accumulation_steps(&self, samples: usize) -> usize {
+        samples.div_ceil(self.batch_size.max(1)).max(1)
     }
 }
 
@@ -425,13 +461,22 @@ impl WorkerConfig {
         Ok(())
     }
 
-    /// Digest of everything that must agree across the workers of a job.
+    /// Digest of everything that must agree across the workers of a job (and between a
+    /// checkpoint and the run that resumes it). How the work is laid out over the ranks is not
+    /// part of it: the optimizer's sharding and the CPU threads per rank; nor, with a fixed
+    /// global batch, the micro-batch size.
     pub fn digest(&self) -> String {
         // `eval` too: the ranks evaluate together, in one collective.
+        let mut train = self.train.clone();
+        train.shard_optimizer = false;
+        train.micro_batches = 0;
+        if train.global_batch > 0 {
+            train.batch_size = 0;
+        }
         let shared = serde_json::json!({
             "model": self.model,
             "data": self.data,
-            "train": self.train,
+            "train": train,
             "eval": self.eval,
         });
         let hash = Sha256::digest(shared.to_string().as_bytes());

@@ -1,7 +1,11 @@
 //! One data-parallel training step of a rank: agree on the global target counts, compute the
-//! local gradient (micro-batches normalised by the global counts, so the ranks' gradients add up
-//! to the full batch's), one all-reduce of the flat gradient (with the loss and rank 0's control
-//! word riding along), global-norm clipping, AdamW with ml-4m's groups and schedule.
+//! local gradient (accumulated over micro-batches, each normalised by the global counts, so the
+//! ranks' gradients add up to the full batch's), then either one all-reduce of the flat gradient
+//! (with the loss and rank 0's control word riding along) and AdamW over every parameter, or,
+//! with the optimizer state sharded (ZeRO-1), a reduce-scatter of the gradient, AdamW over this
+//! rank's shard and an all-gather of the parameters. Global-norm clipping either way.
+
+use std::ops::Range;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use fourm_collective::{Collective, CollectiveError};
@@ -59,8 +63,36 @@ pub struct TrainState {
     pub step: u64,
     /// Global-norm clipping threshold (0: none).
     pub clip_grad: f64,
-    /// Concurrent micro-batches.
+    /// Threads per forward/backward (CPU).
     pub micro_batches: usize,
+    /// Most samples per forward/backward: larger batches accumulate gradients.
+    pub micro_batch_size: usize,
+    /// With the optimizer state sharded: this rank's shard of the flat vector (the range
+    /// [`AdamW`] covers).
+    pub shard: Option<Range<usize>>,
+}
+
+/// A rank's gradient before the reduction.
+struct LocalGradient {
+    /// Flat, on the host.
+    grads: Vec<f32>,
+    /// Where the parameters live.
+    device: Device,
+    /// This rank's share of the global loss.
+    loss: f64,
+    /// Its shares of each modality's global mean loss.
+    shares: Vec<(String, f64)>,
+}
+
+/// What the reduction of a step gives the update.
+struct Reduced {
+    /// The summed gradient over `range` (the whole vector, or this rank's shard).
+    grads: Vec<f32>,
+    range: Range<usize>,
+    loss: f64,
+    parts: Vec<f32>,
+    grad_norm: f64,
+    checkpoint_requested: bool,
 }
 
 impl TrainState {
@@ -113,48 +145,83 @@ impl TrainState {
             ..options.clone()
         };
 
-        // 2. Local gradient.
-        let out = self
-            .model
-            .gradients(&self.layout, batch, &options, self.micro_batches)?;
-
-        // 3. One all-reduce: gradient, loss, control word.
+        // 2. Local gradient, accumulated over micro-batches.
         let n = self.layout.len();
-        let device = out.grads.device();
-        let mut flat = host_values(out.grads, "the gradient")?;
-        flat.push(out.loss as f32);
+        let LocalGradient {
+            grads: mut flat,
+            device,
+            loss: local_loss,
+            shares,
+        } = self.local_gradient(batch, &options)?;
+        let mut extras: Vec<f32> = vec![local_loss as f32];
         // Each rank's modality losses are its share of the global mean: their sum is the mean.
         for m in &targets {
-            let part = out
-                .modality_losses
+            let part = shares
                 .iter()
                 .find(|(name, _)| name == m)
                 .map_or(0.0, |(_, l)| *l);
-            flat.push(part as f32);
+            extras.push(part as f32);
         }
-        flat.push(if request_checkpoint && collective.rank() == 0 {
+        extras.push(if request_checkpoint && collective.rank() == 0 {
             1.0
         } else {
             0.0
         });
-        collective.all_reduce_sum(&mut flat)?;
-        let checkpoint_requested = flat.pop().unwrap_or(0.0) > 0.5;
-        let parts = flat.split_off(n + 1);
-        let loss = f64::from(flat.pop().unwrap_or(f32::NAN));
+
+        // 3. The reduction.
+        let reduced = match &self.shard {
+            None => {
+                flat.extend(extras);
+                collective.all_reduce_sum(&mut flat)?;
+                let mut extras = flat.split_off(n);
+                let checkpoint_requested = extras.pop().unwrap_or(0.0) > 0.5;
+                let parts = extras.split_off(1);
+                Reduced {
+                    grad_norm: norm_sq(&flat).sqrt(),
+                    grads: flat,
+                    range: 0..n,
+                    loss: f64::from(extras[0]),
+                    parts,
+                    checkpoint_requested,
+                }
+            }
+            Some(shard) => {
+                collective.reduce_scatter_sum(&mut flat)?;
+                let grads = flat[shard.clone()].to_vec();
+                drop(flat);
+                // The shard norms add up to the global norm; they ride with the scalars.
+                extras.push(norm_sq(&grads) as f32);
+                collective.all_reduce_sum(&mut extras)?;
+                let norm = f64::from(extras.pop().unwrap_or(f32::NAN));
+                let checkpoint_requested = extras.pop().unwrap_or(0.0) > 0.5;
+                let parts = extras.split_off(1);
+                Reduced {
+                    grads,
+                    range: shard.clone(),
+                    loss: f64::from(extras[0]),
+                    parts,
+                    grad_norm: norm.max(0.0).sqrt(),
+                    checkpoint_requested,
+                }
+            }
+        };
         let modality_loss: Vec<(String, f64)> = targets
             .iter()
-            .zip(&parts)
+            .zip(&reduced.parts)
             .zip(&counts)
             .filter(|(_, n)| **n > 0.0)
             .map(|((m, l), _)| (m.clone(), f64::from(*l)))
             .collect();
 
         // 4. Clipping, 5. AdamW.
-        let grad_norm = flat
-            .iter()
-            .map(|g| f64::from(*g) * f64::from(*g))
-            .sum::<f64>()
-            .sqrt();
+        let Reduced {
+            mut grads,
+            range,
+            loss,
+            grad_norm,
+            checkpoint_requested,
+            ..
+        } = reduced;
         if !loss.is_finite() || !grad_norm.is_finite() {
             return Err(StepError::NotFinite {
                 step: self.step,
@@ -165,14 +232,24 @@ impl TrainState {
         if self.clip_grad > 0.0 {
             let coef = self.clip_grad / (grad_norm + 1e-6);
             if coef < 1.0 {
-                flat.iter_mut().for_each(|g| *g *= coef as f32);
+                grads.iter_mut().for_each(|g| *g *= coef as f32);
             }
         }
-        let grads = host_tensor(flat, n, &device);
         let lr = self.schedule.lr(self.step);
-        let params = self
-            .adamw
-            .step(self.layout.flatten_params(&self.model), grads, lr);
+        let params = self.layout.flatten_params(&self.model);
+        let params = if range.len() == n {
+            let grads = host_tensor(grads, n, &device);
+            self.adamw.step(params, grads, lr)
+        } else {
+            // This rank updates its shard; the all-gather brings every other rank's.
+            let mut all = host_values(params, "the parameters")?;
+            let shard = host_tensor(all[range.clone()].to_vec(), range.len(), &device);
+            let grads = host_tensor(grads, range.len(), &device);
+            let updated = host_values(self.adamw.step(shard, grads, lr), "the parameters")?;
+            all[range.clone()].copy_from_slice(&updated);
+            collective.all_gather(&mut all)?;
+            host_tensor(all, n, &device)
+        };
         // A clone shares the parameter tensors; the old ones are dropped with it.
         self.model = self.layout.unflatten_into(self.model.clone(), params);
         self.step += 1;
@@ -184,6 +261,53 @@ impl TrainState {
             checkpoint_requested,
         })
     }
+
+    /// This rank's gradient of `batch`, summed over micro-batches of at most `micro_batch_size`
+    /// samples (each normalised by the global counts in `options`).
+    fn local_gradient(
+        &self,
+        batch: &Batch,
+        options: &StepOptions,
+    ) -> Result<LocalGradient, StepError> {
+        let n = self.layout.len();
+        let parts = batch.batch_size.div_ceil(self.micro_batch_size.max(1));
+        let mut sum: Option<Vec<f32>> = None;
+        let mut device = self.model.device();
+        let mut loss = 0.0;
+        let mut shares: Vec<(String, f64)> = Vec::new();
+        for part in batch.split(parts.max(1)) {
+            if part.batch_size == 0 {
+                continue;
+            }
+            let out = self
+                .model
+                .gradients(&self.layout, &part, options, self.micro_batches)?;
+            device = out.grads.device();
+            let grads = host_values(out.grads, "the gradient")?;
+            match &mut sum {
+                None => sum = Some(grads),
+                Some(s) => s.iter_mut().zip(&grads).for_each(|(a, b)| *a += *b),
+            }
+            loss += out.loss;
+            for (m, l) in out.modality_losses {
+                match shares.iter_mut().find(|(name, _)| *name == m) {
+                    Some(entry) => entry.1 += l,
+                    None => shares.push((m, l)),
+                }
+            }
+        }
+        // A rank without samples this step still takes part in the reductions.
+        Ok(LocalGradient {
+            grads: sum.unwrap_or_else(|| vec![0.0; n]),
+            device,
+            loss,
+            shares,
+        })
+    }
+}
+
+fn norm_sq(values: &[f32]) -> f64 {
+    values.iter().map(|g| f64::from(*g) * f64::from(*g)).sum()
 }
 
 impl TrainState {

@@ -10,7 +10,7 @@ use cudarc::nccl::sys as nccl;
 
 use super::NcclUniqueId;
 use super::comm::{Comm, cuda_error, nccl_error, require_cuda, require_nccl};
-use crate::{AbortHandle, Collective, CollectiveError, Operation};
+use crate::{AbortHandle, Collective, CollectiveError, Operation, padded_len};
 
 /// How often a waiting operation polls NCCL and the stream.
 const POLL: Duration = Duration::from_micros(50);
@@ -36,7 +36,9 @@ impl Default for NcclConfig {
 /// One rank of an NCCL communicator, one GPU per rank.
 ///
 /// The host-slice operations of [`Collective`] copy the buffer to the GPU and back (for tests and
-/// small buffers); training uses [`Collective::all_reduce_mean_device`] on the flat gradient.
+/// small buffers); training uses [`Collective::all_reduce_mean_device`] on the flat gradient, or
+/// [`Collective::reduce_scatter_sum_device`] and [`Collective::all_gather_device`] with sharded
+/// optimizer state.
 /// Unlike the CPU implementations, a world of one still goes through NCCL (a single-rank
 /// communicator), so that a one-GPU machine exercises the whole path.
 #[derive(Debug)]
@@ -134,7 +136,8 @@ impl NcclCollective {
         }
     }
 
-    /// Runs one NCCL collective on `len` floats at `ptr`, on `stream`, and waits until it is done.
+    /// Runs one NCCL collective on `len` floats at `ptr`, on `stream`, and waits until it is done;
+    /// for reduce-scatter and all-gather `len` is already padded to whole shards.
     fn run_device(
         &mut self,
         operation: Operation,
@@ -234,23 +237,47 @@ impl NcclCollective {
         }
     }
 
-    /// The host-slice path: copy to the GPU, run on this collective's stream, copy back.
+    /// The length of the device buffer that `operation` needs for `len` elements: reduce-scatter
+    /// and all-gather run on whole shards, the others on the buffer as it is.
+    fn device_len(&self, operation: Operation, len: usize) -> usize {
+        match operation {
+            Operation::ReduceScatterSum | Operation::AllGather => padded_len(len, self.world_size),
+            _ => len,
+        }
+    }
+
+    /// The host-slice path: copy to the GPU (zero-padded to whole shards where the operation
+    /// needs them), run on this collective's stream, copy the first `buf.len()` elements back.
     fn run_host(&mut self, operation: Operation, buf: &mut [f32]) -> Result<(), CollectiveError> {
         self.ready(operation)?;
         if buf.is_empty() {
             return Ok(());
         }
         let rank = self.rank;
+        let len = buf.len();
+        let device_len = self.device_len(operation, len);
         let stream = self.stream.clone();
+        // Kept until the copy back, like `buf`.
+        let padded: Vec<f32>;
+        let host: &[f32] = if device_len == len {
+            buf
+        } else {
+            padded = buf
+                .iter()
+                .copied()
+                .chain(std::iter::repeat_n(0.0, device_len - len))
+                .collect();
+            &padded
+        };
         let mut device = stream
-            .clone_htod(buf)
+            .clone_htod(host)
             .map_err(|e| cuda_error(rank, "cuMemcpyHtoD", e))?;
         {
             let (ptr, _sync) = device.device_ptr_mut(&stream);
-            self.run_device(operation, ptr, buf.len(), stream.cu_stream())?;
+            self.run_device(operation, ptr, device_len, stream.cu_stream())?;
         }
         stream
-            .memcpy_dtoh(&device, buf)
+            .memcpy_dtoh(&device.slice(..len), buf)
             .and_then(|()| stream.synchronize())
             .map_err(|e| cuda_error(rank, "cuMemcpyDtoH", e))
     }
@@ -267,6 +294,14 @@ impl Collective for NcclCollective {
 
     fn all_reduce_sum(&mut self, buf: &mut [f32]) -> Result<(), CollectiveError> {
         self.run_host(Operation::AllReduceSum, buf)
+    }
+
+    fn reduce_scatter_sum(&mut self, buf: &mut [f32]) -> Result<(), CollectiveError> {
+        self.run_host(Operation::ReduceScatterSum, buf)
+    }
+
+    fn all_gather(&mut self, buf: &mut [f32]) -> Result<(), CollectiveError> {
+        self.run_host(Operation::AllGather, buf)
     }
 
     fn broadcast(&mut self, buf: &mut [f32], root: usize) -> Result<(), CollectiveError> {
@@ -306,6 +341,28 @@ impl Collective for NcclCollective {
     ) -> Result<(), CollectiveError> {
         let stream = stream as usize as cu::CUstream;
         self.run_device(Operation::AllReduceMean, ptr, len, stream)
+    }
+
+    fn reduce_scatter_sum_device(
+        &mut self,
+        ptr: u64,
+        len: usize,
+        stream: u64,
+    ) -> Result<(), CollectiveError> {
+        let stream = stream as usize as cu::CUstream;
+        let padded = padded_len(len, self.world_size);
+        self.run_device(Operation::ReduceScatterSum, ptr, padded, stream)
+    }
+
+    fn all_gather_device(
+        &mut self,
+        ptr: u64,
+        len: usize,
+        stream: u64,
+    ) -> Result<(), CollectiveError> {
+        let stream = stream as usize as cu::CUstream;
+        let padded = padded_len(len, self.world_size);
+        self.run_device(Operation::AllGather, ptr, padded, stream)
     }
 
     fn implementation(&self) -> &'static str {

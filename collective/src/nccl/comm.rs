@@ -19,6 +19,7 @@ const CONFIG_VERSION: u32 = 23000;
 #[derive(Debug)]
 pub(super) struct Comm {
     rank: usize,
+    world_size: usize,
     pub ctx: Arc<CudaContext>,
     /// `None` once aborted.
     handle: Mutex<Option<Handle>>,
@@ -52,6 +53,7 @@ impl Comm {
         };
         let comm = Self {
             rank,
+            world_size,
             ctx,
             handle: Mutex::new((!handle.is_null()).then_some(Handle(handle))),
         };
@@ -65,7 +67,10 @@ impl Comm {
     /// Queues `operation` in place on `len` floats at device address `ptr`, on `stream`.
     /// `Ok(false)` if the communicator was aborted.
     ///
-    /// The caller guarantees that `ptr` holds `len` floats on this communicator's device.
+    /// For [`Operation::ReduceScatterSum`] and [`Operation::AllGather`], `len` is the padded
+    /// length (a multiple of the world size) and rank `r`'s shard is the `r`-th of `world_size`
+    /// equal parts. The caller guarantees that `ptr` holds `len` floats on this communicator's
+    /// device.
     pub fn enqueue(
         &self,
         operation: Operation,
@@ -89,7 +94,27 @@ impl Comm {
                     unsafe { nccl::ncclBroadcast(buf, buf, len, float, root, handle.0, stream) };
                 ("ncclBroadcast", r)
             }
-            _ => {
+            Operation::ReduceScatterSum => {
+                let (count, shard) = self.shard(ptr, len);
+                let sum = nccl::ncclRedOp_t::ncclSum;
+                // SAFETY: as above; in place (the result lands in this rank's shard of the
+                // source) is allowed by NCCL.
+                let r = unsafe {
+                    nccl::ncclReduceScatter(buf, shard, count, float, sum, handle.0, stream)
+                };
+                ("ncclReduceScatter", r)
+            }
+            Operation::AllGather => {
+                let (count, shard) = self.shard(ptr, len);
+                // SAFETY: as above; in place (the contribution is this rank's shard of the
+                // destination) is allowed by NCCL.
+                let r = unsafe { nccl::ncclAllGather(shard, buf, count, float, handle.0, stream) };
+                ("ncclAllGather", r)
+            }
+            Operation::AllReduceSum
+            | Operation::AllReduceMean
+            | Operation::Barrier
+            | Operation::Rendezvous => {
                 let op = match operation {
                     Operation::AllReduceMean => nccl::ncclRedOp_t::ncclAvg,
                     _ => nccl::ncclRedOp_t::ncclSum,
@@ -105,6 +130,16 @@ impl Comm {
         } else {
             Err(nccl_error(self.rank, call, queued, self.last_error()))
         }
+    }
+
+    /// The count per rank of a buffer of `len` (padded) floats at `ptr`, and the address of this
+    /// rank's shard in it.
+    fn shard(&self, ptr: u64, len: usize) -> (usize, *mut c_void) {
+        debug_assert!(len.is_multiple_of(self.world_size), "padded by the caller");
+        let count = len / self.world_size;
+        // rank * count < len elements: inside the buffer.
+        let offset = (self.rank * count * size_of::<f32>()) as u64;
+        (count, (ptr + offset) as usize as *mut c_void)
     }
 
     /// `ncclCommAbort`, once; later calls and operations find no communicator.

@@ -68,15 +68,15 @@ pub const ALL: &[Check] = &[
     },
 ];
 
-const TIMEOUT: Duration = Duration::from_secs(60);
+pub const TIMEOUT: Duration = Duration::from_secs(60);
 
-fn worlds(max_world: usize) -> impl Iterator<Item = usize> {
+pub fn worlds(max_world: usize) -> impl Iterator<Item = usize> {
     (1..=4).filter(move |&w| w <= max_world)
 }
 
 /// Lengths around every divisibility case: empty, fewer elements than ranks, not divisible by
 /// the world size, several pieces per segment.
-const LENGTHS: &[usize] = &[0, 1, 2, 3, 5, 1000, 4099, 65_537, 1_000_003];
+pub const LENGTHS: &[usize] = &[0, 1, 2, 3, 5, 1000, 4099, 65_537, 1_000_003];
 
 fn sum_is_exact_for_any_length(imp: &'static dyn Implementation, max: usize) -> Result<(), Failed> {
     for world in worlds(max) {
@@ -404,7 +404,7 @@ fn invalid_root_is_an_error(imp: &'static dyn Implementation, max: usize) -> Res
     Ok(())
 }
 
-fn bits(buf: &[f32]) -> Vec<u32> {
+pub fn bits(buf: &[f32]) -> Vec<u32> {
     buf.iter().map(|x| x.to_bits()).collect()
 }
 

@@ -141,8 +141,15 @@ impl Implementation for Nccl {
     }
 
     fn skips(&self, check: &str) -> Option<String> {
-        (check == "ranks_that_disagree_fail")
-            .then(|| "NCCL does not check that ranks agree on the operation".to_string())
+        match check {
+            "ranks_that_disagree_fail" | "sharded_ranks_that_disagree_fail" => {
+                Some("NCCL does not check that ranks agree on the operation".to_string())
+            }
+            "device_variants_are_unsupported" => {
+                Some("NCCL implements the device variants".to_string())
+            }
+            _ => None,
+        }
     }
 
     fn detects_closed_peers(&self) -> bool {

@@ -9,6 +9,7 @@
 mod checks;
 mod implementations;
 mod ring_specific;
+mod sharded;
 
 use std::time::Duration;
 
@@ -46,7 +47,7 @@ fn main() {
         if let Err(reason) = &available {
             eprintln!("{}: not run: {reason}", implementation.name());
         }
-        for check in checks::ALL {
+        for check in checks::ALL.iter().chain(sharded::ALL) {
             let available = available.clone();
             let name = format!("{}::{}", implementation.name(), check.name);
             trials.push(Trial::ignorable_test(name, move || {

@@ -45,6 +45,10 @@ pub const ALL: &[(&str, RingCheck)] = &[
         "results_do_not_depend_on_piece_size",
         results_do_not_depend_on_piece_size,
     ),
+    (
+        "sharded_results_do_not_depend_on_piece_size",
+        sharded_results_do_not_depend_on_piece_size,
+    ),
 ];
 
 fn config(connect_timeout: Duration) -> RingConfig {
@@ -349,6 +353,39 @@ fn results_do_not_depend_on_piece_size() -> Result<(), Failed> {
                 got == *reference,
                 "{chunk_bytes}-byte pieces: rank {rank} differs"
             );
+        }
+    }
+    Ok(())
+}
+
+/// Reduce-scatter then all-gather gives the same bits whatever the pieces, down to one element
+/// per piece (many pieces per shard), and with shards that are empty.
+fn sharded_results_do_not_depend_on_piece_size() -> Result<(), Failed> {
+    for len in [2, 4, 100_003] {
+        let mut reference: Option<Vec<u32>> = None;
+        for chunk_bytes in [4, 4096, 64 * 1024 + 12, 1 << 20] {
+            let config = RingConfig {
+                chunk_bytes,
+                ..config(HANG)
+            };
+            let mut group: Vec<Box<dyn Collective>> = ring_group(3, &config)
+                .into_iter()
+                .map(|c| Box::new(c) as Box<dyn Collective>)
+                .collect();
+            let results = on_ranks(&mut group, |c| {
+                let mut buf: Vec<f32> = (0..len).map(|i| noisy(c.rank(), i)).collect();
+                c.reduce_scatter_sum(&mut buf)?;
+                c.all_gather(&mut buf)
+                    .map(|()| buf.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+            });
+            for (rank, result) in results.into_iter().enumerate() {
+                let got = result?;
+                let reference = reference.get_or_insert_with(|| got.clone());
+                ensure!(
+                    got == *reference,
+                    "len {len}, {chunk_bytes}-byte pieces: rank {rank} differs"
+                );
+            }
         }
     }
     Ok(())

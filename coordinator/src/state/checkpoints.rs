@@ -1,6 +1,7 @@
-//! The checkpoint protocol: rank 0 begins a checkpoint and writes its files, every rank
-//! acknowledges after reporting its progress through the step, the coordinator writes the
-//! manifest (with the cursor of the step) and only then is the checkpoint committed.
+//! The checkpoint protocol: rank 0 begins a checkpoint and writes its files (other ranks may
+//! write files too: their optimizer shards), every rank acknowledges with the files it wrote
+//! after reporting its progress through the step, the coordinator writes the manifest (with the
+//! cursor of the step and every rank's files) and only then is the checkpoint committed.
 
 use fourm_plan::Cursor;
 
@@ -17,7 +18,8 @@ impl StateMachine {
         running
     }
 
-    /// Rank 0 starts the checkpoint of `step`; returns the folder to write into.
+    /// A rank starts writing its part of the checkpoint of `step` (rank 0 starts the
+    /// checkpoint itself); returns the folder to write into.
     pub fn checkpoint_begin(
         &mut self,
         worker: &str,
@@ -26,13 +28,6 @@ impl StateMachine {
     ) -> Result<String, StateError> {
         let committed = self.committed.as_ref().map_or(0, |c| c.step);
         let (g, rank) = self.member_mut(worker, generation)?;
-        if rank != 0 {
-            return Err(StateError::NotRankZero {
-                worker: worker.into(),
-                rank,
-                what: "begin a checkpoint",
-            });
-        }
         if step <= committed || step == 0 {
             return Err(StateError::BadCheckpoint {
                 worker: worker.into(),
@@ -40,9 +35,11 @@ impl StateMachine {
                 reason: format!("step {committed} is already committed"),
             });
         }
-        g.pending.entry(step).or_default().begun = true;
         let folder = folder_name(step, g.id);
-        self.checkpoint_requested = false;
+        if rank == 0 {
+            g.pending.entry(step).or_default().begun = true;
+            self.checkpoint_requested = false;
+        }
         Ok(folder)
     }
 
@@ -78,16 +75,22 @@ impl StateMachine {
         }
         let world = g.world_size();
         let pending = g.pending.entry(step).or_default();
-        if rank == 0 {
-            if !pending.begun {
-                return Err(bad(
-                    "rank 0 acknowledged without beginning the checkpoint".into()
-                ));
-            }
-            pending.files = files;
-        } else if !files.is_empty() {
-            return Err(bad("only rank 0 writes checkpoint files".into()));
+        if rank == 0 && !pending.begun {
+            return Err(bad(
+                "rank 0 acknowledged without beginning the checkpoint".into()
+            ));
         }
+        // A repeated acknowledgement changes nothing.
+        if pending.acks.contains(&rank) {
+            return Ok(None);
+        }
+        if let Some(f) = files
+            .iter()
+            .find(|f| pending.files.iter().any(|p| p.name == f.name))
+        {
+            return Err(bad(format!("{} is written by two ranks", f.name)));
+        }
+        pending.files.extend(files);
         pending.acks.insert(rank);
         if pending.committing || pending.acks.len() < world as usize || !pending.begun {
             return Ok(None);

@@ -23,7 +23,7 @@ pub struct PendingCheckpoint {
     pub begun: bool,
     /// Ranks that acknowledged.
     pub acks: BTreeSet<u32>,
-    /// Files rank 0 wrote.
+    /// Files the ranks wrote.
     pub files: Vec<ManifestFile>,
     /// Every rank acknowledged: the manifest is being written.
     pub committing: bool,

@@ -3,6 +3,12 @@
 //!
 //! On the CPU backend the update is one fused pass over host memory; on an accelerator it is a
 //! sequence of tensor operations on the device. Both follow the same formulas.
+//!
+//! A state may cover only a range of the flat vector (a rank's shard when the optimizer state is
+//! sharded, ZeRO-1): its moments, its decay mask and the vectors [`AdamW::step`] takes are that
+//! range's.
+
+use std::ops::Range;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -55,6 +61,8 @@ pub struct AdamW {
     moments: Moments,
     step: u64,
     device: Device,
+    /// The elements of the flat vector this state covers.
+    range: Range<usize>,
 }
 
 /// The scalars of one update, computed in `f64` as torch does before it touches tensors.
@@ -71,10 +79,21 @@ struct Coefficients {
 impl AdamW {
     /// Fresh state for `layout` on `device` (a plain, non-autodiff device).
     pub fn new(config: AdamWConfig, layout: &ParamLayout, device: &Device) -> Self {
-        let n = layout.len();
-        Self::from_state(
+        Self::new_range(config, layout, 0..layout.len(), device)
+    }
+
+    /// Fresh state for the elements `range` of `layout`'s flat vector.
+    pub fn new_range(
+        config: AdamWConfig,
+        layout: &ParamLayout,
+        range: Range<usize>,
+        device: &Device,
+    ) -> Self {
+        let n = range.len();
+        Self::from_state_range(
             config,
             layout,
+            range,
             Tensor::zeros([n], device),
             Tensor::zeros([n], device),
             0,
@@ -89,12 +108,32 @@ impl AdamW {
         exp_avg_sq: Tensor<1>,
         step: u64,
     ) -> Self {
+        Self::from_state_range(config, layout, 0..layout.len(), exp_avg, exp_avg_sq, step)
+    }
+
+    /// Restores the state of the elements `range` (moments of `range.len()` elements).
+    pub fn from_state_range(
+        config: AdamWConfig,
+        layout: &ParamLayout,
+        range: Range<usize>,
+        exp_avg: Tensor<1>,
+        exp_avg_sq: Tensor<1>,
+        step: u64,
+    ) -> Self {
+        debug_assert!(
+            range.end <= layout.len() && exp_avg.dims()[0] == range.len(),
+            "AdamW state of {} elements for the range {range:?} of {}",
+            exp_avg.dims()[0],
+            layout.len()
+        );
         let device = exp_avg.device();
         let moments = if device == Device::flex() {
             let decay = layout
                 .entries()
                 .iter()
                 .flat_map(|e| std::iter::repeat_n(e.info.decays(), e.info.numel()))
+                .skip(range.start)
+                .take(range.len())
                 .collect();
             Moments::Host {
                 decay,
@@ -102,7 +141,7 @@ impl AdamW {
                 exp_avg_sq: host(exp_avg_sq),
             }
         } else {
-            let decay_mask = layout.decay_mask(&device);
+            let decay_mask = layout.decay_mask(&device).slice(range.clone());
             Moments::Device(Box::new(DeviceMoments {
                 decay_mask,
                 exp_avg,
@@ -114,13 +153,19 @@ impl AdamW {
             moments,
             step,
             device,
+            range,
         }
+    }
+
+    /// The elements of the flat vector this state covers.
+    pub fn range(&self) -> Range<usize> {
+        self.range.clone()
     }
 
     /// Runs the update as tensor operations even on the CPU (what accelerators do).
     pub fn with_tensor_ops(self, layout: &ParamLayout) -> Self {
         let (exp_avg, exp_avg_sq, step) = self.state();
-        let decay_mask = layout.decay_mask(&self.device);
+        let decay_mask = layout.decay_mask(&self.device).slice(self.range.clone());
         let moments = Moments::Device(Box::new(DeviceMoments {
             decay_mask,
             exp_avg,
@@ -162,7 +207,8 @@ impl AdamW {
         self.step
     }
 
-    /// One update of `params` with `grads` at learning rate `lr`; returns the new parameters.
+    /// One update of `params` with `grads` (both over [`Self::range`]) at learning rate `lr`;
+    /// returns the new parameters.
     pub fn step(&mut self, params: Tensor<1>, grads: Tensor<1>, lr: f64) -> Tensor<1> {
         self.step += 1;
         let (b1, b2) = self.config.betas;
@@ -247,4 +293,61 @@ fn host(t: Tensor<1>) -> Vec<f32> {
 fn device_tensor(values: Vec<f32>, device: &Device) -> Tensor<1> {
     let n = values.len();
     Tensor::from_data(TensorData::new(values, [n]), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{FourMConfig, Modalities, ModalitySpec};
+
+    fn layout() -> ParamLayout {
+        let modalities = Modalities::new(vec![
+            ModalitySpec::image_tokens("tok_rgb@32", 16, [2, 2]),
+            ModalitySpec::sequence("caption", 16, 4),
+        ])
+        .unwrap();
+        let model = FourMConfig::debug()
+            .init(&modalities, 0, &Device::flex())
+            .unwrap();
+        ParamLayout::new(&model)
+    }
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 / 500.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn shards_update_like_the_whole_vector() {
+        let layout = layout();
+        let n = layout.len();
+        let device = Device::flex();
+        let config = AdamWConfig::default();
+        let params = values(n, 1);
+        let grads = [values(n, 2), values(n, 3)];
+        let mut whole = AdamW::new(config, &layout, &device);
+        let mut p = device_tensor(params.clone(), &device);
+        for g in &grads {
+            p = whole.step(p, device_tensor(g.clone(), &device), 1e-2);
+        }
+        let expected = host(p);
+        // Three uneven shards, one of them cutting through a parameter.
+        let cuts = [0, n / 3 + 1, 2 * n / 3, n];
+        let mut got = Vec::new();
+        for w in cuts.windows(2) {
+            let range = w[0]..w[1];
+            let mut shard = AdamW::new_range(config, &layout, range.clone(), &device);
+            let mut p = device_tensor(params[range.clone()].to_vec(), &device);
+            for g in &grads {
+                p = shard.step(p, device_tensor(g[range.clone()].to_vec(), &device), 1e-2);
+            }
+            let (m, _, step) = shard.state();
+            assert_eq!((m.dims()[0], step), (range.len(), 2));
+            got.extend(host(p));
+        }
+        assert_eq!(got, expected, "bit-identical to the unsharded update");
+    }
 }

@@ -1,6 +1,6 @@
-//! Checkpoints of a generation: rank 0 writes the files in the background after a copy to host
-//! memory, every rank acknowledges, the coordinator commits; and phase 5, waiting for the last
-//! step's commit.
+//! Checkpoints of a generation: rank 0 writes the files (and, with the optimizer state sharded,
+//! every rank its shard) in the background after a copy to host memory, every rank acknowledges,
+//! the coordinator commits; and phase 5, waiting for the last step's commit.
 
 use fourm_data::{DatasetStore, StoreConfig};
 use fourm_proto::v1 as pb;
@@ -14,8 +14,9 @@ use crate::reporter::Report;
 use crate::step::TrainState;
 
 impl Worker {
-    /// Writes this rank's part of the checkpoint after `state.step` (rank 0 writes the files, in
-    /// the background after a copy to host memory).
+    /// Writes this rank's part of the checkpoint after `state.step` (rank 0 writes the model and
+    /// trainer state, the ranks their optimizer state), in the background after a copy to host
+    /// memory.
     pub(super) fn checkpoint(
         &self,
         joined: &Joined,
@@ -28,7 +29,8 @@ impl Worker {
             step,
             files,
         };
-        if joined.rank != 0 {
+        let sharded = state.shard.is_some();
+        if joined.rank != 0 && !sharded {
             self.reporter.send(Report::Done(done(Vec::new())));
             return Ok(());
         }
@@ -42,6 +44,7 @@ impl Worker {
                     generation: g,
                     step,
                 }))?;
+        let rank0 = joined.rank == 0;
         let trainer = TrainerState {
             format: 1,
             step,
@@ -53,7 +56,13 @@ impl Worker {
             config_digest: self.config.digest(),
             config: serde_json::to_value(&self.config).unwrap_or_default(),
         };
-        let snapshot = checkpoint::snapshot(&state.model, &state.layout, &state.adamw, &trainer)?;
+        let snapshot = checkpoint::snapshot(
+            rank0.then_some(&state.model),
+            rank0.then_some(&trainer),
+            &state.layout,
+            &state.adamw,
+            sharded.then_some((joined.rank, joined.world)),
+        )?;
         let (root, folder) = split_folder(&begin.prefix)?;
         let store = DatasetStore::open_durable(root, StoreConfig::default())?;
         let path = store.root().clone().join(folder);

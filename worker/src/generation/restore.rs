@@ -1,6 +1,7 @@
 //! Phase 3 of a generation: the model and its optimizer, initialised from the seed (identical on
 //! every rank) or restored from the committed checkpoint the coordinator named.
 
+use fourm_collective::shard_range;
 use fourm_data::{DatasetStore, StoreConfig};
 use fourm_model::optim::{AdamW, AdamWConfig, CosineSchedule, ParamLayout, scaled_lr};
 
@@ -17,8 +18,21 @@ impl Worker {
         let mut model =
             model_config.init(&self.data.modalities, cfg.model.init_seed, &self.device)?;
         let layout = ParamLayout::new(&model);
+        if cfg.train.rank_samples(joined.world, joined.rank) == 0 {
+            return Err(WorkerError::setup(format!(
+                "train.global_batch = {} leaves rank {} of {} without samples",
+                cfg.train.global_batch, joined.rank, joined.world
+            )));
+        }
+        // With the optimizer state sharded, this rank keeps the moments of its shard only.
+        let shard = cfg
+            .train
+            .shard_optimizer
+            .then(|| shard_range(layout.len(), joined.world as usize, joined.rank as usize));
+        let range = shard.clone().unwrap_or(0..layout.len());
+        // By optimizer step, from the global batch: it does not change with the world size.
         let schedule = CosineSchedule {
-            lr: scaled_lr(cfg.train.blr, cfg.train.batch_size * joined.world as usize),
+            lr: scaled_lr(cfg.train.blr, cfg.train.step_samples(joined.world)),
             min_lr: cfg.train.min_lr,
             warmup_steps: cfg.train.warmup_steps,
             total_steps: joined.total_steps,
@@ -41,6 +55,7 @@ impl Worker {
                     &path,
                     &mut model,
                     &layout,
+                    range.clone(),
                     &plain,
                 ))?;
                 if restored.trainer.step != point.step
@@ -55,16 +70,17 @@ impl Worker {
                         cfg.digest()
                     )));
                 }
-                let adamw = AdamW::from_state(
+                let adamw = AdamW::from_state_range(
                     adamw_config,
                     &layout,
+                    range,
                     restored.exp_avg,
                     restored.exp_avg_sq,
                     restored.adamw_step,
                 );
                 (adamw, point.step)
             }
-            None => (AdamW::new(adamw_config, &layout, &plain), 0),
+            None => (AdamW::new_range(adamw_config, &layout, range, &plain), 0),
         };
         self.reporter.set_committed(step);
         self.control
@@ -82,6 +98,8 @@ impl Worker {
             step,
             clip_grad: cfg.train.clip_grad,
             micro_batches,
+            micro_batch_size: cfg.train.batch_size,
+            shard,
         })
     }
 }

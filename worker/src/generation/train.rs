@@ -50,6 +50,8 @@ impl Worker {
                 }
                 Err(e) => return Err(e.into()),
             };
+            // Tests slow a job down here (`FAILPOINTS=train-step=sleep(ms)`).
+            fail::fail_point!("train-step");
             let vote = joined.rank == 0 && self.control.take_checkpoint_request();
             let result = match state.step(&prepared.batch, &options, collective, vote) {
                 Ok(r) => r,
@@ -133,7 +135,7 @@ impl Worker {
             loader,
             stream,
             self.data.builder()?,
-            cfg.train.batch_size,
+            cfg.train.rank_samples(joined.world, joined.rank),
             2,
         ))
     }
