@@ -196,9 +196,22 @@ fn workers_survive_a_coordinator_restart() -> anyhow::Result<()> {
         "a first commit",
         |s| !committed(s).is_empty() && latest_step(s) >= 12,
     )?;
+    let before = committed(cluster.spec()).last().copied().unwrap_or(0);
     cluster.kill_coordinator()?;
     std::thread::sleep(Duration::from_secs(1));
+    let restarted = Instant::now();
     cluster.start_coordinator()?;
+    wait_for(
+        &mut cluster,
+        Duration::from_secs(120),
+        "a commit after the restart",
+        |s| committed(s).iter().any(|&c| c > before),
+    )?;
+    eprintln!(
+        "after a coordinator restart: {:.2} s from the restart to the first checkpoint committed \
+         after it",
+        restarted.elapsed().as_secs_f64()
+    );
     finish(&mut cluster, Duration::from_secs(240))?;
     let spec = cluster.spec();
     ensure!(committed(spec).last() == Some(&40));
