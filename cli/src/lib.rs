@@ -56,6 +56,7 @@ pub fn main() -> ExitCode {
     // Tests inject faults through the `FAILPOINTS` environment variable.
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
+    fourm_model::allocator::keep_freed_memory();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

@@ -80,11 +80,7 @@ pub trait Collective: Send {
         stream: u64,
     ) -> Result<(), CollectiveError> {
         let _ = (ptr, len, stream);
-        Err(CollectiveError::Unsupported {
-            rank: self.rank(),
-            operation: Operation::AllReduceSum,
-            implementation: self.implementation(),
-        })
+        Err(unsupported(self, Operation::AllReduceSum))
     }
 
     /// Like [`all_reduce_sum_device`](Collective::all_reduce_sum_device), for the mean.
@@ -95,11 +91,7 @@ pub trait Collective: Send {
         stream: u64,
     ) -> Result<(), CollectiveError> {
         let _ = (ptr, len, stream);
-        Err(CollectiveError::Unsupported {
-            rank: self.rank(),
-            operation: Operation::AllReduceMean,
-            implementation: self.implementation(),
-        })
+        Err(unsupported(self, Operation::AllReduceMean))
     }
 
     /// Like [`reduce_scatter_sum`](Collective::reduce_scatter_sum), in place on a flat `f32`
@@ -118,11 +110,7 @@ pub trait Collective: Send {
         stream: u64,
     ) -> Result<(), CollectiveError> {
         let _ = (ptr, len, stream);
-        Err(CollectiveError::Unsupported {
-            rank: self.rank(),
-            operation: Operation::ReduceScatterSum,
-            implementation: self.implementation(),
-        })
+        Err(unsupported(self, Operation::ReduceScatterSum))
     }
 
     /// Like [`all_gather`](Collective::all_gather), in place on a flat `f32` buffer of `len`
@@ -140,11 +128,7 @@ pub trait Collective: Send {
         stream: u64,
     ) -> Result<(), CollectiveError> {
         let _ = (ptr, len, stream);
-        Err(CollectiveError::Unsupported {
-            rank: self.rank(),
-            operation: Operation::AllGather,
-            implementation: self.implementation(),
-        })
+        Err(unsupported(self, Operation::AllGather))
     }
 
     /// A short name of the implementation, for logs and errors ("tcp ring", "in-process", "nccl").
@@ -172,6 +156,16 @@ pub enum Operation {
     },
     /// [`Collective::barrier`].
     Barrier,
+}
+
+/// The error of an operation the implementation `c` does not support (the device-memory
+/// defaults of [`Collective`]).
+fn unsupported<C: Collective + ?Sized>(c: &C, operation: Operation) -> CollectiveError {
+    CollectiveError::Unsupported {
+        rank: c.rank(),
+        operation,
+        implementation: c.implementation(),
+    }
 }
 
 impl fmt::Display for Operation {

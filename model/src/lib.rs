@@ -12,6 +12,7 @@
 //! - [`generate`] runs any-to-any generation: MaskGIT, ROAR and autoregressive decoding
 //!   (with a key/value cache), temperature and guidance schedules, chained targets.
 
+pub mod allocator;
 mod batch;
 mod config;
 mod embed;

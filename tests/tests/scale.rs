@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use common::{
-    block_on, check_exactly_once, checkpoint_store, committed, finish, folder_of, latest_step,
-    serial, spec_with, wait_for,
+    block_on, check_exactly_once, checkpoint_params, checkpoint_store, committed, finish,
+    folder_of, latest_step, serial, spec_with, wait_for,
 };
 use fourm::launch::cluster::{ClusterSpec, LocalCluster};
 use fourm::launch::progress::read_all;
@@ -117,28 +117,6 @@ fn max_diff(
     Ok((worst, moved))
 }
 
-/// The f32 parameters of the checkpoint at `step`.
-fn params(spec: &ClusterSpec, step: u64) -> anyhow::Result<BTreeMap<String, Vec<f32>>> {
-    let store = checkpoint_store(spec)?;
-    let path = store
-        .root()
-        .clone()
-        .join(folder_of(spec, step)?.as_str())
-        .join("model.safetensors");
-    let bytes = block_on(store.get(&path))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)?;
-    let mut out = BTreeMap::new();
-    for (name, view) in st.tensors() {
-        let values = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        out.insert(name, values);
-    }
-    Ok(out)
-}
-
 #[test]
 fn a_sharded_optimizer_reaches_the_parameters_of_an_unsharded_one() -> anyhow::Result<()> {
     let _serial = serial();
@@ -148,7 +126,7 @@ fn a_sharded_optimizer_reaches_the_parameters_of_an_unsharded_one() -> anyhow::R
         let mut cluster =
             LocalCluster::start(spec_with(&dir.path().join(name), 2, 20, 20, 4, 2, extra))?;
         finish(&mut cluster, Duration::from_secs(240))?;
-        got.push(params(cluster.spec(), 20)?);
+        got.push(checkpoint_params(cluster.spec(), 20)?);
     }
     let (worst, moved) = max_diff(&got[0], &got[1])?;
     eprintln!("sharded vs unsharded after 20 steps: max |diff| {worst:e}, {moved} values differ");
@@ -219,7 +197,7 @@ fn a_sharded_checkpoint_resumes_on_other_world_sizes() -> anyhow::Result<()> {
             lines.iter().all(|l| l.world == workers),
             "{name}: trained with other world sizes"
         );
-        ends.push(params(cluster.spec(), 12)?);
+        ends.push(checkpoint_params(cluster.spec(), 12)?);
     }
     let (worst, moved) = max_diff(&ends[0], &ends[1])?;
     eprintln!(
@@ -237,7 +215,7 @@ fn a_sharded_checkpoint_resumes_on_other_world_sizes() -> anyhow::Result<()> {
         ..first.clone()
     })?;
     finish(&mut cluster, Duration::from_secs(240))?;
-    let resumed = params(&first, 12)?;
+    let resumed = checkpoint_params(&first, 12)?;
     let mut cluster = LocalCluster::start(spec_with(
         &dir.path().join("straight"),
         3,
@@ -248,7 +226,7 @@ fn a_sharded_checkpoint_resumes_on_other_world_sizes() -> anyhow::Result<()> {
         &sharded,
     ))?;
     finish(&mut cluster, Duration::from_secs(240))?;
-    let (worst, moved) = max_diff(&resumed, &params(cluster.spec(), 12)?)?;
+    let (worst, moved) = max_diff(&resumed, &checkpoint_params(cluster.spec(), 12)?)?;
     eprintln!("resumed vs uninterrupted, step 12: max |diff| {worst:e}, {moved} differ");
     ensure!(worst < 1e-6, "the resumed job diverged: max |diff| {worst}");
     Ok(())

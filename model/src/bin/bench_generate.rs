@@ -176,6 +176,7 @@ fn bench(name: &str, config: FourMConfig, args: &Args) -> Result<(), ModelError>
 }
 
 fn main() -> Result<(), ModelError> {
+    fourm_model::allocator::keep_freed_memory();
     let args = Args::parse();
     if matches!(args.model, Model::Debug | Model::Both) {
         bench("debug", FourMConfig::debug(), &args)?;

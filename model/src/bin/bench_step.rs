@@ -3,13 +3,15 @@
 //! Default shape: the spec's perf config (dim 256, 6 + 6 blocks, 8 heads, SwiGLU, three 16×16
 //! token modalities with 1024 codes and a 32-token caption, 128 input + 128 target tokens,
 //! batch 8, fp32, random masks). Prints the median of `--steps` steps after `--warmup`, tokens/s,
-//! achieved GFLOP/s and the median time of each phase.
+//! achieved GFLOP/s and the median time of each phase. The optimizer phase is what ml-4m's
+//! `perf_step.py` times as `gradnorm+adamw`: the global gradient norm, then AdamW (here with the
+//! flat parameter vector gathered from the model and written back).
 
 use std::time::Instant;
 
 use burn::tensor::Device;
 use clap::Parser;
-use fourm_model::optim::{AdamW, AdamWConfig, ParamLayout};
+use fourm_model::optim::{AdamW, AdamWConfig, ParamLayout, global_norm};
 use fourm_model::{FourMConfig, Modalities, StepOptions, StepShape, random_batch};
 
 #[derive(Parser)]
@@ -38,8 +40,9 @@ struct Args {
     debug_model: bool,
 }
 
-// The step allocates and frees large buffers; glibc returns them to the kernel and pays page
-// faults on every step, mimalloc keeps them.
+// The step allocates and frees large buffers every step: glibc returns them to the kernel and
+// pays page faults each time; mimalloc with its purge delay off keeps them (see
+// `fourm_model::allocator`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -49,6 +52,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    fourm_model::allocator::keep_freed_memory();
     let args = Args::parse();
     let config = if args.debug_model {
         FourMConfig::debug()
@@ -66,6 +70,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
 
     let (mut total, mut fwd_bwd, mut opt) = (Vec::new(), Vec::new(), Vec::new());
+    let mut last_norm = 0.0;
+    let (mut flatten, mut update) = (Vec::new(), Vec::new());
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -76,7 +82,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let step_grads = model.gradients(&layout, batch, &options, threads)?;
         last_loss = step_grads.loss;
         let t2 = Instant::now();
-        let params = adamw.step(layout.flatten_params(&model), step_grads.grads, 1e-4);
+        // As ml-4m's step: the global gradient norm (for clipping and logging), then AdamW.
+        let grad_norm = global_norm(&step_grads.grads);
+        let flat = layout.flatten_params(&model);
+        let t_flat = Instant::now();
+        let params = adamw.step(flat, step_grads.grads, 1e-4);
+        let t_update = Instant::now();
+        last_norm = grad_norm;
         model = layout.unflatten_into(model, params);
         let _ = model.mask_token.val().sum().into_scalar::<f32>();
         let t3 = Instant::now();
@@ -84,6 +96,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             total.push((t3 - t0).as_secs_f64());
             fwd_bwd.push((t2 - t0).as_secs_f64());
             opt.push((t3 - t2).as_secs_f64());
+            flatten.push((t_flat - t2).as_secs_f64());
+            update.push((t_update - t_flat).as_secs_f64());
         }
     }
     let vocab =
@@ -106,7 +120,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         model.num_trainable()
     );
     println!(
-        "step: batch {} inputs {} targets {} (loss {last_loss:.4})",
+        "step: batch {} inputs {} targets {} (loss {last_loss:.4}, grad norm {last_norm:.3})",
         args.batch, args.inputs, args.targets
     );
     println!(
@@ -120,6 +134,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         median(fwd_bwd) * 1e3
     );
     println!("  optimizer        {:8.1} ms", median(opt) * 1e3);
+    println!(
+        "    grad norm + flatten params {:5.1} ms",
+        median(flatten) * 1e3
+    );
+    println!("    AdamW          {:8.1} ms", median(update) * 1e3);
     println!("tokens/s           {:8.0}", tokens / step);
     println!(
         "GFLOP/s            {:8.1}  ({:.1} GFLOP per step)",

@@ -231,16 +231,7 @@ impl AdamW {
             } => {
                 let mut p = host(params);
                 let g = host(grads);
-                for i in 0..p.len() {
-                    host_update(
-                        &c,
-                        decay[i],
-                        &mut p[i],
-                        g[i],
-                        &mut exp_avg[i],
-                        &mut exp_avg_sq[i],
-                    );
-                }
+                host_step(&c, decay, &mut p, &g, exp_avg, exp_avg_sq);
                 device_tensor(p, &self.device)
             }
             Moments::Device(d) => {
@@ -269,6 +260,44 @@ impl AdamW {
             }
         }
     }
+}
+
+/// Elements below which one thread updates them all (a thread costs more than it saves).
+const MIN_ELEMENTS_PER_THREAD: usize = 1 << 16;
+
+/// [`host_update`] over every element, split in contiguous chunks over the cores: the update is
+/// bound by memory bandwidth, which one core does not saturate. Each element is computed alone,
+/// so the result does not depend on the split.
+fn host_step(
+    c: &Coefficients,
+    decay: &[bool],
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+) {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = p.len().div_ceil(threads).max(MIN_ELEMENTS_PER_THREAD);
+    let update = |decay: &[bool], p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| {
+        for i in 0..p.len() {
+            host_update(c, decay[i], &mut p[i], g[i], &mut m[i], &mut v[i]);
+        }
+    };
+    if chunk >= p.len() {
+        update(decay, p, g, m, v);
+        return;
+    }
+    std::thread::scope(|scope| {
+        let chunks = decay
+            .chunks(chunk)
+            .zip(p.chunks_mut(chunk))
+            .zip(g.chunks(chunk))
+            .zip(m.chunks_mut(chunk))
+            .zip(v.chunks_mut(chunk));
+        for ((((decay, p), g), m), v) in chunks {
+            scope.spawn(move || update(decay, p, g, m, v));
+        }
+    });
 }
 
 /// The fused per-element update (same operation order as the device path).

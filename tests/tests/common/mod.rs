@@ -207,6 +207,35 @@ pub fn committed(spec: &ClusterSpec) -> Vec<u64> {
         .unwrap_or_default()
 }
 
+/// The f32 parameters of the committed checkpoint of `step`, by ml-4m name.
+pub fn checkpoint_params(
+    spec: &ClusterSpec,
+    step: u64,
+) -> anyhow::Result<BTreeMap<String, Vec<f32>>> {
+    let store = checkpoint_store(spec)?;
+    let path = store
+        .root()
+        .clone()
+        .join(folder_of(spec, step)?.as_str())
+        .join("model.safetensors");
+    let bytes = block_on(store.get(&path))
+        .with_context(|| format!("reading {}", store.object_url(&path)))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)?;
+    let mut out = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != safetensors::Dtype::F32 {
+            continue;
+        }
+        let values = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        out.insert(name, values);
+    }
+    Ok(out)
+}
+
 /// The folder of the committed checkpoint of `step`.
 pub fn folder_of(spec: &ClusterSpec, step: u64) -> anyhow::Result<String> {
     log(spec)?

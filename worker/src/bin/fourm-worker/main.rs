@@ -10,6 +10,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    fourm_model::allocator::keep_freed_memory();
     let args = Args::parse();
     fourm_process::init_logging(args.process.log_json, "info");
     train(args).await
