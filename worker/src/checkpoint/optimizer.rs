@@ -129,7 +129,8 @@ pub fn decode(
             .collect())
     };
     let (exp_avg, exp_avg_sq) = (vector("exp_avg")?, vector("exp_avg_sq")?);
-    if exp_avg.len() != exp_avg_sq.len() || offset + exp_avg.len() > total {
+    let end = offset.checked_add(exp_avg.len());
+    if exp_avg.len() != exp_avg_sq.len() || end.is_none_or(|end| end > total) {
         return Err(corrupt(format!(
             "moments of {} and {} elements at offset {offset} do not fit {total}",
             exp_avg.len(),
