@@ -8,11 +8,10 @@
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::Tensor;
-use burn::tensor::activation::softmax;
 
 use crate::config::FourMConfig;
 use crate::init::{InitRng, xavier_bound};
-use crate::layers::Norm;
+use crate::layers::{Norm, softmax_last};
 
 /// Additive attention bias value for "may not attend".
 pub const MASKED: f32 = -f32::MAX;
@@ -146,5 +145,5 @@ pub(crate) fn attend(
     if let Some(bias) = bias {
         scores = scores + bias;
     }
-    softmax(scores, 3).matmul(v)
+    softmax_last(scores).matmul(v)
 }

@@ -3,10 +3,11 @@
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::Tensor;
-use burn::tensor::activation::{gelu, silu};
+use burn::tensor::activation::gelu;
 
 use crate::config::{ArchVariant, FourMConfig};
 use crate::init::InitRng;
+use crate::layers::swiglu;
 
 /// `Mlp` / `GatedMlp` of ml-4m (`fm_utils.py:111-144`).
 ///
@@ -36,7 +37,7 @@ impl Mlp {
     /// Applies the MLP.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let hidden = match &self.fc3 {
-            Some(fc3) => silu(self.fc1.forward(x.clone())) * fc3.forward(x),
+            Some(fc3) => swiglu(self.fc1.forward(x.clone()), fc3.forward(x)),
             None => gelu(self.fc1.forward(x)),
         };
         self.fc2.forward(hidden)
