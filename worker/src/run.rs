@@ -243,7 +243,7 @@ fn peak_flops(config: &WorkerConfig) -> Option<f64> {
     match config.worker.device {
         DeviceKind::Cpu => None,
         DeviceKind::Cuda => crate::nccl::device_name(config.worker.device_index)
-            .and_then(|name| crate::metrics::known_peak_tflops(&name))
+            .and_then(|name| fourm_model::bench::known_peak_tflops(&name))
             .map(|t| t * 1e12),
     }
 }

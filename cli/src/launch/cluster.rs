@@ -420,6 +420,9 @@ fn write_worker_config(
         WorkerSection {
             id: Some(format!("worker-{i}")),
             collective_listen: "127.0.0.1:0".parse().expect("valid address"),
+            device: spec.config.launch.device,
+            device_index: i as usize,
+            collective: spec.config.launch.collective,
             ..WorkerSection::default()
         },
         MetricsSection {

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use fourm_worker::config::{
-    CoordinatorSection, DataSection, EvalSection, MetricsSection, ModelSection, TrainSection,
-    WorkerConfig, WorkerSection,
+    CollectiveKind, CoordinatorSection, DataSection, DeviceKind, EvalSection, MetricsSection,
+    ModelSection, TrainSection, WorkerConfig, WorkerSection,
 };
 use serde::Deserialize;
 
@@ -31,6 +31,21 @@ pub struct LaunchSection {
     pub seed: u64,
     /// Rank 0's log interval in steps.
     pub log_every: u64,
+    /// Where the workers train: `cpu`, or `cuda` (worker `i` on GPU `i`; a binary built with
+    /// `--features cuda`).
+    #[serde(default = "cpu")]
+    pub device: DeviceKind,
+    /// Gradient collective: `ring` (TCP, any device) or `nccl` (with `device = "cuda"`).
+    #[serde(default = "ring")]
+    pub collective: CollectiveKind,
+}
+
+fn cpu() -> DeviceKind {
+    DeviceKind::Cpu
+}
+
+fn ring() -> CollectiveKind {
+    CollectiveKind::Ring
 }
 
 /// `[synthetic]`: the dataset written on first use.
@@ -225,6 +240,26 @@ mod tests {
         assert_eq!(w.model.preset, "debug");
         assert_eq!(w.data.dataset, "/tmp/data");
         assert_eq!(w.worker.id.as_deref(), Some("w0"));
+    }
+
+    #[test]
+    fn device_and_collective_are_launch_keys() {
+        let c = LaunchConfig::load(None).unwrap();
+        assert_eq!(c.launch.device, DeviceKind::Cpu);
+        assert_eq!(c.launch.collective, CollectiveKind::Ring);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("launch.toml");
+        std::fs::write(
+            &path,
+            "[launch]\ndevice = \"cuda\"\ncollective = \"nccl\"\n",
+        )
+        .unwrap();
+        let c = LaunchConfig::load(Some(&path)).unwrap();
+        assert_eq!(c.launch.device, DeviceKind::Cuda);
+        assert_eq!(c.launch.collective, CollectiveKind::Nccl);
+        std::fs::write(&path, "[launch]\ndevice = \"tpu\"\n").unwrap();
+        let err = format!("{:#}", LaunchConfig::load(Some(&path)).unwrap_err());
+        assert!(err.contains("tpu"), "{err}");
     }
 
     #[test]

@@ -1,15 +1,15 @@
-//! Times generation on the CPU (Flex) backend: MaskGIT and ROAR decoding of a 16×16 token image
-//! from two other token images, and autoregressive decoding of a caption from a token image with
-//! and without the key/value cache, for the `debug` and `perf` models with the benchmark
-//! modalities (three 16×16 grids of 1024 codes, a 32-token caption of 1000 words; the caption
-//! length is a flag). Weights are
+//! Times generation on the CPU (Flex) backend, or a GPU with `--device cuda`: MaskGIT and ROAR
+//! decoding of a 16×16 token image from two other token images, and autoregressive decoding of a
+//! caption from a token image with and without the key/value cache, for the `debug` and `perf`
+//! models (or 4M-B's size, `--model base`) with the benchmark modalities (three 16×16 grids of
+//! 1024 codes, a 32-token caption of 1000 words; the caption length is a flag). Weights are
 //! random; decoding is greedy and never stops early, so every run decodes the same number of
 //! tokens. Prints the median time and tokens/s of each.
 
 use std::time::Instant;
 
-use burn::tensor::Device;
 use clap::{Parser, ValueEnum};
+use fourm_model::bench::{BenchDevice, median};
 use fourm_model::generate::{
     EncodedContext, GenState, GenerationPlan, Generator, Method, NoHook, SpecialTokens, Stop,
     TargetPlan,
@@ -20,7 +20,10 @@ use fourm_model::{FourM, FourMConfig, Modalities, ModalitySpec, ModelError};
 enum Model {
     Debug,
     Perf,
+    /// debug and perf.
     Both,
+    /// 4M-B's size (`fm_base_12e_12d_swiglu_nobias`) on the benchmark modalities.
+    Base,
 }
 
 #[derive(Parser)]
@@ -41,15 +44,16 @@ struct Args {
     /// Caption length (`max_tokens`; the benchmark set has 32).
     #[arg(long, default_value_t = 32)]
     caption_len: usize,
+    /// Where generation runs.
+    #[arg(long, value_enum, default_value_t = BenchDevice::Cpu)]
+    device: BenchDevice,
+    /// GPU index (with `--device cuda`).
+    #[arg(long, default_value_t = 0)]
+    device_index: usize,
 }
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 /// Median seconds of `runs` generations (after a warm-up) and the final state of the last.
 fn time(
@@ -90,7 +94,7 @@ fn modalities(len: usize) -> Result<Modalities, ModelError> {
 
 fn bench(name: &str, config: FourMConfig, args: &Args) -> Result<(), ModelError> {
     let modalities = modalities(args.caption_len)?;
-    let model = config.init(&modalities, 0, &Device::flex())?;
+    let model = config.init(&modalities, 0, &args.device.device(args.device_index)?)?;
     let b = args.batch;
     let grid = 256;
     println!(
@@ -183,6 +187,10 @@ fn main() -> Result<(), ModelError> {
     }
     if matches!(args.model, Model::Perf | Model::Both) {
         bench("perf", FourMConfig::perf(), &args)?;
+    }
+    if args.model == Model::Base {
+        let base = FourMConfig::from_ml4m_name("fm_base_12e_12d_swiglu_nobias")?;
+        bench("base", base, &args)?;
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(

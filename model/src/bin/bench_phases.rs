@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use burn::tensor::{Device, Distribution, Tensor};
 use clap::Parser;
+use fourm_model::bench::median;
 use fourm_model::layers::{Block, DecoderBlock, MASKED};
 use fourm_model::{FourMConfig, Modalities, StepOptions, random_batch};
 
@@ -35,11 +36,6 @@ struct Args {
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 /// Median forward and backward seconds of `f` over `runs`, summed over its calls: `f` gets the
 /// block index and a fresh leaf input and returns the output to differentiate.

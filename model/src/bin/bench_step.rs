@@ -1,4 +1,5 @@
-//! Times one 4M training step (forward, backward, AdamW) on the CPU backend.
+//! Times one 4M training step (forward, backward, AdamW) on the CPU backend, or on a GPU with
+//! `--device cuda` (`--preset fm_base_12e_12d_swiglu_nobias --modalities mod7` is 4M-B).
 //!
 //! Default shape: the spec's perf config (dim 256, 6 + 6 blocks, 8 heads, SwiGLU, three 16×16
 //! token modalities with 1024 codes and a 32-token caption, 128 input + 128 target tokens,
@@ -9,8 +10,8 @@
 
 use std::time::Instant;
 
-use burn::tensor::Device;
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+use fourm_model::bench::{BenchDevice, median};
 use fourm_model::optim::{AdamW, AdamWConfig, ParamLayout, global_norm};
 use fourm_model::{FourMConfig, Modalities, StepOptions, StepShape, random_batch};
 
@@ -32,35 +33,50 @@ struct Args {
     /// Decoder (target) tokens per sample.
     #[arg(long, default_value_t = 128)]
     targets: usize,
-    /// Micro-batches run concurrently (default: one per core).
+    /// Micro-batches run concurrently (default: one per core on the CPU, 1 on a GPU).
     #[arg(long)]
     threads: Option<usize>,
-    /// Use the tiny `debug` model instead of the perf config.
+    /// Model: `perf`, `debug`, or an ml-4m name such as `fm_base_12e_12d_swiglu_nobias`.
+    #[arg(long, default_value = "perf")]
+    preset: String,
+    /// Modality set: `perf` (three 16×16 token grids and a caption) or `mod7` (ml-4m's 4M-7 at
+    /// 224 px).
+    #[arg(long, value_enum, default_value_t = ModalitySet::Perf)]
+    modalities: ModalitySet,
+    /// Where the step runs.
+    #[arg(long, value_enum, default_value_t = BenchDevice::Cpu)]
+    device: BenchDevice,
+    /// GPU index (with `--device cuda`).
+    #[arg(long, default_value_t = 0)]
+    device_index: usize,
+    /// Peak TFLOP/s of the device; prints the model FLOPs utilisation against it.
     #[arg(long)]
-    debug_model: bool,
+    peak_tflops: Option<f64>,
+    /// The GPU's name (as `nvidia-smi` gives it): its known bf16 peak stands in for
+    /// `--peak-tflops`.
+    #[arg(long)]
+    gpu_name: Option<String>,
 }
 
-// The step allocates and frees large buffers every step: glibc returns them to the kernel and
-// pays page faults each time; mimalloc with its purge delay off keeps them (see
-// `fourm_model::allocator`).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ModalitySet {
+    Perf,
+    Mod7,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     fourm_model::allocator::keep_freed_memory();
     let args = Args::parse();
-    let config = if args.debug_model {
-        FourMConfig::debug()
-    } else {
-        FourMConfig::perf()
+    let config = match args.preset.as_str() {
+        "perf" => FourMConfig::perf(),
+        "debug" => FourMConfig::debug(),
+        name => FourMConfig::from_ml4m_name(name)?,
     };
-    let modalities = Modalities::perf();
-    let device = Device::flex().autodiff();
+    let modalities = match args.modalities {
+        ModalitySet::Perf => Modalities::perf(),
+        ModalitySet::Mod7 => Modalities::mod7_224(),
+    };
+    let device = args.device.device(args.device_index)?.autodiff();
     let mut model = config.init(&modalities, 0, &device)?;
     let layout = ParamLayout::new(&model);
     let mut adamw = AdamW::new(AdamWConfig::default(), &layout, &device.clone().inner());
@@ -74,7 +90,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut flatten, mut update) = (Vec::new(), Vec::new());
     let threads = args
         .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        .unwrap_or_else(|| args.device.default_threads());
     let mut last_loss = 0.0;
     for step in 0..args.warmup + args.steps {
         let batch = &batches[step % batches.len()];
@@ -145,6 +161,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         config.train_flops(shape) / step / 1e9,
         config.train_flops(shape) / 1e9
     );
+    let peak = args.peak_tflops.or_else(|| {
+        args.gpu_name
+            .as_deref()
+            .and_then(fourm_model::bench::known_peak_tflops)
+    });
+    if let Some(peak) = peak {
+        let mfu = config.train_flops(shape) / step / (peak * 1e12);
+        println!(
+            "MFU                {:8.1} %  (peak {peak} TFLOP/s)",
+            mfu * 1e2
+        );
+    }
     println!(
         "threads            {:8}  load average {}",
         std::thread::available_parallelism().map_or(1, |n| n.get()),
