@@ -8,9 +8,12 @@
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::Tensor;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 
 use crate::config::FourMConfig;
 use crate::init::{InitRng, xavier_bound};
+use crate::layers::kernels::takes_host_kernel;
 use crate::layers::{Norm, softmax_last};
 
 /// Additive attention bias value for "may not attend".
@@ -121,6 +124,12 @@ pub(crate) fn split_heads(x: Tensor<3>, heads: usize) -> Tensor<4> {
 }
 
 /// `softmax(q·kᵀ·scale + bias)·v` per head, `[b, h, n, dh]`.
+///
+/// Three routes to the same function: on the CPU backend, matrix products around the fused
+/// softmax ([`softmax_last`]); on other backends without autodiff (generation on a GPU), burn's
+/// fused attention operation (flash attention on cubecl), the mask as its additive bias; on other
+/// backends under autodiff, the composed form, which is what burn's autodiff runs for its
+/// attention operation too (burn-autodiff 0.22.1 `ops/module.rs`: `attention_fallback`).
 pub(crate) fn attend(
     q: Tensor<4>,
     k: Tensor<4>,
@@ -129,7 +138,6 @@ pub(crate) fn attend(
     q_norm: Option<&Norm>,
     k_norm: Option<&Norm>,
 ) -> Tensor<4> {
-    let head_dim = q.dims()[3];
     let q = match q_norm {
         Some(norm) => norm.forward(q),
         None => q,
@@ -138,6 +146,16 @@ pub(crate) fn attend(
         Some(norm) => norm.forward(k),
         None => k,
     };
+    if takes_host_kernel(&q) || q.is_autodiff() {
+        composed(q, k, v, bias)
+    } else {
+        fused(q, k, v, bias)
+    }
+}
+
+/// Attention as matrix products around a softmax.
+fn composed(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Option<Tensor<4>>) -> Tensor<4> {
+    let head_dim = q.dims()[3];
     // Scaling q (`[b, h, n, dh]`) rather than the scores (`[b, h, n, m]`) is the cheaper
     // order; it changes the result by rounding only.
     let scale = (head_dim as f64).powf(-0.5);
@@ -146,4 +164,38 @@ pub(crate) fn attend(
         scores = scores + bias;
     }
     softmax_last(scores).matmul(v)
+}
+
+/// burn's attention operation (scale `1/√dh`), the `[b or 1, 1, n, m]` bias broadcast over
+/// batch and heads.
+fn fused(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Option<Tensor<4>>) -> Tensor<4> {
+    let [b, h, n, _] = q.dims();
+    let m = k.dims()[2];
+    let bias = bias.map(|t| t.expand([b, h, n, m]));
+    attention(q, k, v, None, bias, AttentionModuleOptions::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{Device, Distribution};
+
+    use super::*;
+    use crate::layers::kernels::assert_close;
+
+    #[test]
+    fn burns_attention_operation_agrees_with_the_composed_form() {
+        let device = Device::flex();
+        let normal = Distribution::Normal(0.0, 1.0);
+        let q = Tensor::<4>::random([2, 3, 5, 8], normal, &device);
+        let k = Tensor::<4>::random([2, 3, 7, 8], normal, &device);
+        let v = Tensor::<4>::random([2, 3, 7, 8], normal, &device);
+        let bias = Tensor::<4>::random([2, 1, 5, 7], Distribution::Default, &device)
+            .lower_elem(0.3)
+            .float()
+            .mul_scalar(MASKED);
+        for bias in [None, Some(bias)] {
+            let a = composed(q.clone(), k.clone(), v.clone(), bias.clone());
+            assert_close(fused(q.clone(), k.clone(), v.clone(), bias), a);
+        }
+    }
 }
