@@ -94,6 +94,9 @@ pub(crate) fn connect(
 /// The name of CUDA device `index` (to look up its peak for the MFU estimate).
 #[cfg(feature = "cuda")]
 pub(crate) fn device_name(index: usize) -> Option<String> {
+    fourm_collective::NcclCollective::cuda_device_count()
+        .ok()
+        .filter(|&n| index < n)?;
     cudarc::driver::CudaContext::new(index)
         .ok()
         .and_then(|ctx| ctx.name().ok())

@@ -203,7 +203,17 @@ fn device(config: &WorkerConfig) -> Result<Device, WorkerError> {
     match config.worker.device {
         DeviceKind::Cpu => Ok(Device::flex().autodiff()),
         #[cfg(feature = "cuda")]
-        DeviceKind::Cuda => Ok(Device::cuda(config.worker.device_index).autodiff()),
+        DeviceKind::Cuda => {
+            let index = config.worker.device_index;
+            let count = fourm_collective::NcclCollective::cuda_device_count()
+                .map_err(|e| WorkerError::setup(format!("worker.device = \"cuda\": {e}")))?;
+            if index >= count {
+                return Err(WorkerError::setup(format!(
+                    "worker.device_index = {index}, but this machine has {count} CUDA devices"
+                )));
+            }
+            Ok(Device::cuda(index).autodiff())
+        }
         #[cfg(not(feature = "cuda"))]
         DeviceKind::Cuda => Err(WorkerError::setup(
             "this worker was built without the `cuda` feature",

@@ -56,8 +56,14 @@ pub struct NcclCollective {
 impl NcclCollective {
     /// The number of CUDA devices; errors if the CUDA driver or NCCL cannot be loaded.
     pub fn device_count() -> Result<usize, CollectiveError> {
-        require_cuda()?;
         require_nccl()?;
+        Self::cuda_device_count()
+    }
+
+    /// The number of CUDA devices, NCCL or not; errors if the CUDA driver cannot be loaded
+    /// (where touching CUDA would otherwise panic inside `cudarc`).
+    pub fn cuda_device_count() -> Result<usize, CollectiveError> {
+        require_cuda()?;
         let count =
             CudaContext::device_count().map_err(|e| cuda_error(0, "cuDeviceGetCount", e))?;
         Ok(usize::try_from(count).unwrap_or(0))
