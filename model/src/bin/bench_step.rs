@@ -64,6 +64,12 @@ enum ModalitySet {
     Mod7,
 }
 
+// The step allocates and frees large buffers every step: glibc returns them to the kernel and
+// pays page faults each time; mimalloc with its purge delay off keeps them (see
+// `fourm_model::allocator`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     fourm_model::allocator::keep_freed_memory();
     let args = Args::parse();
