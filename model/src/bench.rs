@@ -1,10 +1,24 @@
-//! What the benchmark binaries share: the device they run on (`--device cpu|cuda`,
+//! What the benchmark binaries share: their batch shape, the device they run on (`--device cpu|cuda`,
 //! `--device-index N`), the median of their timings, and the peak FLOP/s of known GPUs.
 
 use burn::tensor::Device;
 use clap::ValueEnum;
 
 use crate::error::ModelError;
+
+/// The shape of a benchmark's training batch.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct BatchShape {
+    /// Samples per step.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Encoder (input) tokens per sample.
+    #[arg(long, default_value_t = 128)]
+    pub inputs: usize,
+    /// Decoder (target) tokens per sample.
+    #[arg(long, default_value_t = 128)]
+    pub targets: usize,
+}
 
 /// Where a benchmark runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use burn::tensor::{Device, Distribution, Tensor};
 use clap::Parser;
-use fourm_model::bench::median;
+use fourm_model::bench::{BatchShape, median};
 use fourm_model::layers::{Block, DecoderBlock, MASKED};
 use fourm_model::{FourMConfig, Modalities, StepOptions, random_batch};
 
@@ -23,15 +23,8 @@ struct Args {
     /// Timed repetitions per phase (after one warm-up); the median is printed.
     #[arg(long, default_value_t = 7)]
     runs: usize,
-    /// Samples per batch.
-    #[arg(long, default_value_t = 8)]
-    batch: usize,
-    /// Encoder (input) tokens per sample.
-    #[arg(long, default_value_t = 128)]
-    inputs: usize,
-    /// Decoder (target) tokens per sample.
-    #[arg(long, default_value_t = 128)]
-    targets: usize,
+    #[command(flatten)]
+    shape: BatchShape,
 }
 
 #[global_allocator]
@@ -74,7 +67,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let modalities = Modalities::perf();
     let device = Device::flex().autodiff();
     let model = config.init(&modalities, 0, &device)?;
-    let (b, n, m, d) = (args.batch, args.inputs, args.targets, config.dim);
+    let (b, n, m, d) = (
+        args.shape.batch,
+        args.shape.inputs,
+        args.shape.targets,
+        config.dim,
+    );
     let normal = Distribution::Normal(0.0, 1.0);
     let x = Tensor::<3>::random([b, n, d], normal, &device);
     let y = Tensor::<3>::random([b, m, d], normal, &device);

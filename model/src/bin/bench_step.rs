@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
-use fourm_model::bench::{BenchDevice, median};
+use fourm_model::bench::{BatchShape, BenchDevice, median};
 use fourm_model::optim::{AdamW, AdamWConfig, ParamLayout, global_norm};
 use fourm_model::{FourMConfig, Modalities, StepOptions, StepShape, random_batch};
 
@@ -24,15 +24,8 @@ struct Args {
     /// Untimed warm-up steps.
     #[arg(long, default_value_t = 3)]
     warmup: usize,
-    /// Samples per step.
-    #[arg(long, default_value_t = 8)]
-    batch: usize,
-    /// Encoder (input) tokens per sample.
-    #[arg(long, default_value_t = 128)]
-    inputs: usize,
-    /// Decoder (target) tokens per sample.
-    #[arg(long, default_value_t = 128)]
-    targets: usize,
+    #[command(flatten)]
+    shape: BatchShape,
     /// Micro-batches run concurrently (default: one per core on the CPU, 1 on a GPU).
     #[arg(long)]
     threads: Option<usize>,
@@ -86,9 +79,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut model = config.init(&modalities, 0, &device)?;
     let layout = ParamLayout::new(&model);
     let mut adamw = AdamW::new(AdamWConfig::default(), &layout, &device.clone().inner());
-    let options = StepOptions::new(args.inputs, args.targets);
+    let options = StepOptions::new(args.shape.inputs, args.shape.targets);
     let batches: Vec<_> = (0..4)
-        .map(|i| random_batch(&modalities, args.batch, args.inputs, args.targets, i))
+        .map(|i| {
+            random_batch(
+                &modalities,
+                args.shape.batch,
+                args.shape.inputs,
+                args.shape.targets,
+                i,
+            )
+        })
         .collect();
 
     let (mut total, mut fwd_bwd, mut opt) = (Vec::new(), Vec::new(), Vec::new());
@@ -125,13 +126,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let vocab =
         modalities.targets().map(|s| s.vocab_size).sum::<usize>() / modalities.targets().count();
     let shape = StepShape {
-        batch: args.batch,
-        encoder_tokens: args.inputs,
-        decoder_tokens: args.targets,
+        batch: args.shape.batch,
+        encoder_tokens: args.shape.inputs,
+        decoder_tokens: args.shape.targets,
         mean_vocab: vocab,
     };
     let step = median(total);
-    let tokens = (args.batch * (args.inputs + args.targets)) as f64;
+    let tokens = (args.shape.batch * (args.shape.inputs + args.shape.targets)) as f64;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "model: dim {} enc {} dec {} heads {} params {}",
@@ -143,7 +144,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!(
         "step: batch {} inputs {} targets {} (loss {last_loss:.4}, grad norm {last_norm:.3})",
-        args.batch, args.inputs, args.targets
+        args.shape.batch, args.shape.inputs, args.shape.targets
     );
     println!(
         "median step        {:8.1} ms  over {} steps after {} warm-up",
