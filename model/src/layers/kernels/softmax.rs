@@ -4,7 +4,12 @@
 
 use rayon::prelude::*;
 
-use super::{exp, vectorised};
+use super::exp;
+
+vectorised!(
+    /// [`rows`] for the widest instruction set available.
+    rows_vectorised(input: &[f32], out: &mut [f32], row_len: usize) => rows
+);
 
 /// Rows handed to one rayon task.
 const ROWS_PER_TASK: usize = 32;
@@ -31,7 +36,7 @@ pub(crate) fn softmax_rows(input: &[f32], out: &mut [f32], row_len: usize) {
     let chunk = ROWS_PER_TASK * row_len;
     out.par_chunks_mut(chunk)
         .zip(input.par_chunks(chunk))
-        .for_each(|(o, i)| vectorised(|| rows(i, o, row_len)));
+        .for_each(|(o, i)| rows_vectorised(i, o, row_len));
 }
 
 #[inline(always)]

@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::{exp, vectorised};
+use super::exp;
 
 /// Elements handed to one rayon task.
 const CHUNK: usize = 16 * 1024;
@@ -14,6 +14,32 @@ fn sigmoid(a: f32) -> f32 {
     1.0 / (1.0 + exp(-a))
 }
 
+#[inline(always)]
+fn forward_body(a: &[f32], b: &[f32], out: &mut [f32]) {
+    for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+        *o = a * sigmoid(a) * b;
+    }
+}
+
+#[inline(always)]
+fn backward_body(a: &[f32], b: &[f32], g: &[f32], da: &mut [f32], db: &mut [f32]) {
+    for i in 0..a.len() {
+        let s = sigmoid(a[i]);
+        da[i] = g[i] * b[i] * s * (1.0 + a[i] * (1.0 - s));
+        db[i] = g[i] * a[i] * s;
+    }
+}
+
+vectorised!(
+    /// One chunk of [`forward`].
+    forward_chunk(a: &[f32], b: &[f32], out: &mut [f32]) => forward_body
+);
+
+vectorised!(
+    /// One chunk of [`backward`].
+    backward_chunk(a: &[f32], b: &[f32], g: &[f32], da: &mut [f32], db: &mut [f32]) => backward_body
+);
+
 /// `out = a · σ(a) · b`.
 pub(crate) fn forward(a: &[f32], b: &[f32], out: &mut [f32]) {
     assert!(
@@ -22,13 +48,7 @@ pub(crate) fn forward(a: &[f32], b: &[f32], out: &mut [f32]) {
     );
     out.par_chunks_mut(CHUNK)
         .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-        .for_each(|(o, (a, b))| {
-            vectorised(|| {
-                for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-                    *o = a * sigmoid(a) * b;
-                }
-            })
-        });
+        .for_each(|(o, (a, b))| forward_chunk(a, b, o));
 }
 
 /// Gradients of `silu(a) · b` under the output gradient `g`:
@@ -43,15 +63,7 @@ pub(crate) fn backward(a: &[f32], b: &[f32], g: &[f32], da: &mut [f32], db: &mut
         .zip(db.par_chunks_mut(CHUNK))
         .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
         .zip(g.par_chunks(CHUNK))
-        .for_each(|(((da, db), (a, b)), g)| {
-            vectorised(|| {
-                for i in 0..a.len() {
-                    let s = sigmoid(a[i]);
-                    da[i] = g[i] * b[i] * s * (1.0 + a[i] * (1.0 - s));
-                    db[i] = g[i] * a[i] * s;
-                }
-            })
-        });
+        .for_each(|(((da, db), (a, b)), g)| backward_chunk(a, b, g, da, db));
 }
 
 #[cfg(test)]
