@@ -14,13 +14,12 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
-use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
-use burn::tensor::{Tensor, TensorData, activation};
+use burn::tensor::{Tensor, activation};
 
 use super::kernels::softmax::softmax_rows;
-use super::kernels::{host_f32, takes_host_kernel};
+use super::kernels::{f32_slice, flex_tensor, takes_host_kernel};
 
 /// Softmax of `x` over its last dimension.
 pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
@@ -42,11 +41,11 @@ impl SoftmaxOps for Flex {
     fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
         let shape = x.shape();
         let row = shape.as_slice().last().copied().unwrap_or(1);
-        let data = host_f32(x);
-        let input = data.as_slice::<f32>().expect("host kernels take f32");
+        let data = x.into_data();
+        let input = f32_slice(&data);
         let mut out = vec![0.0f32; input.len()];
         softmax_rows(input, &mut out, row);
-        Self::float_from_data(TensorData::new(out, shape), &Default::default())
+        flex_tensor(out, shape)
     }
 }
 

@@ -14,12 +14,11 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
-use burn::tensor::{Tensor, TensorData, activation};
+use burn::tensor::{Tensor, activation};
 
-use super::kernels::{self, host_f32, takes_host_kernel};
+use super::kernels::{self, f32_slice, flex_tensor, takes_host_kernel};
 
 /// `silu(a) · b`.
 pub fn swiglu<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
@@ -58,10 +57,10 @@ pub trait SwigluOps: Backend {
 impl SwigluOps for Flex {
     fn swiglu(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
         let shape = a.shape();
-        let (a, b) = (host_f32(a), host_f32(b));
+        let (a, b) = (a.into_data(), b.into_data());
         let mut out = vec![0.0f32; a.num_elements()];
-        kernels::swiglu::forward(slice(&a), slice(&b), &mut out);
-        Self::float_from_data(TensorData::new(out, shape), &Default::default())
+        kernels::swiglu::forward(f32_slice(&a), f32_slice(&b), &mut out);
+        flex_tensor(out, shape)
     }
 
     fn swiglu_backward(
@@ -70,20 +69,18 @@ impl SwigluOps for Flex {
         g: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let shape = a.shape();
-        let (a, b, g) = (host_f32(a), host_f32(b), host_f32(g));
+        let (a, b, g) = (a.into_data(), b.into_data(), g.into_data());
         let n = a.num_elements();
         let (mut da, mut db) = (vec![0.0f32; n], vec![0.0f32; n]);
-        kernels::swiglu::backward(slice(&a), slice(&b), slice(&g), &mut da, &mut db);
-        let device = Default::default();
-        (
-            Self::float_from_data(TensorData::new(da, shape.clone()), &device),
-            Self::float_from_data(TensorData::new(db, shape), &device),
-        )
+        kernels::swiglu::backward(
+            f32_slice(&a),
+            f32_slice(&b),
+            f32_slice(&g),
+            &mut da,
+            &mut db,
+        );
+        (flex_tensor(da, shape.clone()), flex_tensor(db, shape))
     }
-}
-
-fn slice(data: &TensorData) -> &[f32] {
-    data.as_slice::<f32>().expect("host kernels take f32")
 }
 
 /// Backward of the gate from its inputs.

@@ -10,9 +10,10 @@
 //! [`softmax_last`]: super::softmax_last
 //! [`swiglu`]: super::swiglu
 
+use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{DispatchDevice, Flex};
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{DType, Shape, Tensor, TensorData};
 
 /// Whether `x` lives on the CPU backend (with or without autodiff) as `f32`, where the host
 /// kernels apply.
@@ -24,9 +25,15 @@ pub(crate) fn takes_host_kernel<const D: usize>(x: &Tensor<D>) -> bool {
         )
 }
 
-/// A Flex tensor's elements in row-major order (no copy when it is contiguous and not shared).
-pub(crate) fn host_f32(x: FloatTensor<Flex>) -> TensorData {
-    x.into_data()
+/// The `f32` elements of host tensor data (the kernels are only called on `f32` tensors, see
+/// [`takes_host_kernel`]).
+pub(crate) fn f32_slice(data: &TensorData) -> &[f32] {
+    data.as_slice::<f32>().expect("host kernels take f32")
+}
+
+/// A Flex tensor of `shape` holding `values` (row-major).
+pub(crate) fn flex_tensor(values: Vec<f32>, shape: Shape) -> FloatTensor<Flex> {
+    Flex::float_from_data(TensorData::new(values, shape), &Default::default())
 }
 
 /// Defines `pub(crate) fn $name(args)` that runs `$body(args)` (an `#[inline(always)]` function)
