@@ -87,6 +87,22 @@ impl FourMConfig {
         Self::new(256, 6, 6, 8)
     }
 
+    /// The configuration named `name`: a short preset (`debug`, `perf`, `tiny`, `small`, `base`,
+    /// `large`, `xlarge`) of architecture `variant`, or an ml-4m registry name (which names its
+    /// own variant; see [`Self::from_ml4m_name`]).
+    pub fn from_preset(name: &str, variant: ArchVariant) -> Result<Self, ModelError> {
+        Ok(match name {
+            "debug" => Self::debug().with_variant(variant),
+            "perf" => Self::perf().with_variant(variant),
+            "tiny" => Self::tiny(variant),
+            "small" => Self::small(variant),
+            "base" => Self::base(variant),
+            "large" => Self::large(variant),
+            "xlarge" => Self::xlarge(variant),
+            name => Self::from_ml4m_name(name)?,
+        })
+    }
+
     /// Builds the configuration named like an ml-4m registry entry, for example
     /// `fm_base_12e_12d_swiglu_nobias` or `fm_large_24e_24d_swiglu_qknorm_nobias`.
     pub fn from_ml4m_name(name: &str) -> Result<Self, ModelError> {
@@ -206,6 +222,17 @@ mod tests {
         assert!(FourMConfig::from_ml4m_name("fm_tiny_6e_6d_swiglu_qknorm_nobias").is_err());
         assert!(FourMConfig::from_ml4m_name("fm_base_12e_6d_gelu").is_err());
         assert!(FourMConfig::from_ml4m_name("resnet50").is_err());
+    }
+
+    #[test]
+    fn presets_resolve_by_short_or_ml4m_name() {
+        let same = |a: FourMConfig, b: FourMConfig| assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        let gelu = FourMConfig::from_preset("base", ArchVariant::Gelu).unwrap();
+        same(gelu, FourMConfig::base(ArchVariant::Gelu));
+        // An ml-4m name carries its own variant.
+        let named = FourMConfig::from_preset("fm_base_12e_12d_swiglu_nobias", ArchVariant::Gelu);
+        same(named.unwrap(), FourMConfig::base(ArchVariant::SwigluNobias));
+        assert!(FourMConfig::from_preset("huge", ArchVariant::SwigluNobias).is_err());
     }
 
     #[test]

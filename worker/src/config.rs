@@ -195,17 +195,8 @@ impl ModelSection {
             ArchVariantName::SwigluNobias => ArchVariant::SwigluNobias,
             ArchVariantName::Gelu => ArchVariant::Gelu,
         };
-        let mut config = match self.preset.as_str() {
-            "debug" => FourMConfig::debug().with_variant(variant),
-            "perf" => FourMConfig::perf().with_variant(variant),
-            "tiny" => FourMConfig::tiny(variant),
-            "small" => FourMConfig::small(variant),
-            "base" => FourMConfig::base(variant),
-            "large" => FourMConfig::large(variant),
-            "xlarge" => FourMConfig::xlarge(variant),
-            name => FourMConfig::from_ml4m_name(name)
-                .map_err(|e| ConfigError::invalid("model.preset", e.to_string()))?,
-        };
+        let mut config = FourMConfig::from_preset(&self.preset, variant)
+            .map_err(|e| ConfigError::invalid("model.preset", e.to_string()))?;
         config.dim = self.dim.unwrap_or(config.dim);
         config.encoder_depth = self.encoder_depth.unwrap_or(config.encoder_depth);
         config.decoder_depth = self.decoder_depth.unwrap_or(config.decoder_depth);

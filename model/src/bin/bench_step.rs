@@ -13,7 +13,7 @@ use std::time::Instant;
 use clap::{Parser, ValueEnum};
 use fourm_model::bench::{BatchShape, BenchDevice, median};
 use fourm_model::optim::{AdamW, AdamWConfig, ParamLayout, global_norm};
-use fourm_model::{FourMConfig, Modalities, StepOptions, StepShape, random_batch};
+use fourm_model::{ArchVariant, FourMConfig, Modalities, StepOptions, StepShape, random_batch};
 
 #[derive(Parser)]
 #[command(about = "Benchmark one fourm training step on the CPU (Flex) backend")]
@@ -29,7 +29,8 @@ struct Args {
     /// Micro-batches run concurrently (default: one per core on the CPU, 1 on a GPU).
     #[arg(long)]
     threads: Option<usize>,
-    /// Model: `perf`, `debug`, or an ml-4m name such as `fm_base_12e_12d_swiglu_nobias`.
+    /// Model: a preset (`perf`, `debug`, `tiny` … `xlarge`, SwiGLU without biases) or an ml-4m
+    /// name such as `fm_base_12e_12d_swiglu_nobias`.
     #[arg(long, default_value = "perf")]
     preset: String,
     /// Modality set: `perf` (three 16×16 token grids and a caption) or `mod7` (ml-4m's 4M-7 at
@@ -66,11 +67,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     fourm_model::allocator::keep_freed_memory();
     let args = Args::parse();
-    let config = match args.preset.as_str() {
-        "perf" => FourMConfig::perf(),
-        "debug" => FourMConfig::debug(),
-        name => FourMConfig::from_ml4m_name(name)?,
-    };
+    let config = FourMConfig::from_preset(&args.preset, ArchVariant::SwigluNobias)?;
     let modalities = match args.modalities {
         ModalitySet::Perf => Modalities::perf(),
         ModalitySet::Mod7 => Modalities::mod7_224(),
