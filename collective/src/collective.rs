@@ -66,6 +66,12 @@ pub trait Collective: Send {
     /// A handle that aborts this collective from another thread.
     fn abort_handle(&self) -> AbortHandle;
 
+    /// The memory the `*_device` operations take, if any: where a caller's tensors must live for
+    /// it to hand their buffers over in place rather than through a host slice.
+    fn device_memory(&self) -> Option<DeviceMemory> {
+        None
+    }
+
     /// In-place sum over a flat `f32` buffer in device memory: `len` elements at device address
     /// `ptr`, ordered after the work already queued on the CUDA stream `stream` (a `CUstream`
     /// handle; 0 is the legacy default stream). Returns once the result is in place.
@@ -133,6 +139,20 @@ pub trait Collective: Send {
 
     /// A short name of the implementation, for logs and errors ("tcp ring", "in-process", "nccl").
     fn implementation(&self) -> &'static str;
+}
+
+/// Where the buffers of a collective's `*_device` operations live
+/// ([`Collective::device_memory`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DeviceMemory {
+    /// Host memory, where a CPU backend keeps its tensors: the address is a host pointer.
+    Host,
+    /// Global memory of CUDA device `ordinal`.
+    Cuda {
+        /// The device's index.
+        ordinal: usize,
+    },
 }
 
 /// A collective operation, named in errors and logs.

@@ -49,7 +49,7 @@ mod shard;
 mod wire;
 
 pub use abort::AbortHandle;
-pub use collective::{Collective, Operation};
+pub use collective::{Collective, DeviceMemory, Operation};
 pub use error::{CollectiveError, Peer, RejectReason};
 pub use local::{LocalCollective, LocalConfig};
 #[cfg(feature = "cuda")]

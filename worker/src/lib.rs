@@ -17,6 +17,7 @@ mod heartbeat;
 pub mod metrics;
 mod nccl;
 pub mod pipeline;
+pub mod reduce;
 mod reporter;
 mod run;
 pub mod setup;

@@ -1,16 +1,24 @@
 //! One data-parallel training step of a rank: agree on the global target counts, compute the
 //! local gradient (accumulated over micro-batches, each normalised by the global counts, so the
-//! ranks' gradients add up to the full batch's), then either one all-reduce of the flat gradient
-//! (with the loss and rank 0's control word riding along) and AdamW over every parameter, or,
-//! with the optimizer state sharded (ZeRO-1), a reduce-scatter of the gradient, AdamW over this
-//! rank's shard and an all-gather of the parameters. Global-norm clipping either way.
+//! ranks' gradients add up to the full batch's), then either
+//!
+//! * one all-reduce of the flat gradient where it lives ([`crate::reduce`]: the device buffer for
+//!   a collective that takes it, the host storage of a CPU tensor in place), the loss, the
+//!   per-modality losses and rank 0's control word in a small buffer of their own, then
+//!   global-norm clipping and AdamW as tensor operations on the device: only the norm (a scalar)
+//!   comes back to the host;
+//! * or, with the optimizer state sharded (ZeRO-1), a reduce-scatter of the gradient on the host,
+//!   AdamW over this rank's shard and an all-gather of the parameters (the host path; the
+//!   collectives' device-memory reduce-scatter and all-gather are not used by the step yet).
 
 use std::ops::Range;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use fourm_collective::{Collective, CollectiveError};
-use fourm_model::optim::{AdamW, CosineSchedule, ParamLayout};
+use fourm_collective::{Collective, CollectiveError, DeviceMemory};
+use fourm_model::optim::{AdamW, CosineSchedule, ParamLayout, global_norm};
 use fourm_model::{Batch, FourM, ModelError, StepOptions, TargetCount};
+
+use crate::reduce;
 
 /// A failed step.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +30,12 @@ pub enum StepError {
     /// The collective failed (a peer died, the coordinator aborted the generation...).
     #[error(transparent)]
     Collective(#[from] CollectiveError),
+    /// The gradient's buffer could not be reached or handed over.
+    #[error("the gradient's device buffer: {reason}")]
+    Device {
+        /// What failed.
+        reason: String,
+    },
     /// The loss or gradient is not finite.
     #[error("non-finite loss {loss} or gradient norm {grad_norm} at step {step}")]
     NotFinite {
@@ -32,6 +46,14 @@ pub enum StepError {
         /// Gradient norm.
         grad_norm: f64,
     },
+}
+
+impl StepError {
+    pub(crate) fn device(reason: impl Into<String>) -> Self {
+        Self::Device {
+            reason: reason.into(),
+        }
+    }
 }
 
 /// What a step produced.
@@ -47,6 +69,9 @@ pub struct StepResult {
     pub lr: f64,
     /// Whether rank 0 asked every rank to checkpoint after this step.
     pub checkpoint_requested: bool,
+    /// Gradient elements the step copied between device and host memory: 0 when the collective
+    /// reduced the gradient in its own buffer (see [`crate::reduce`]).
+    pub host_elements: usize,
 }
 
 /// A rank's model and optimizer.
@@ -74,25 +99,32 @@ pub struct TrainState {
 
 /// A rank's gradient before the reduction.
 struct LocalGradient {
-    /// Flat, on the host.
-    grads: Vec<f32>,
-    /// Where the parameters live.
-    device: Device,
+    /// Flat, on the model's device.
+    grads: Tensor<1>,
     /// This rank's share of the global loss.
     loss: f64,
     /// Its shares of each modality's global mean loss.
     shares: Vec<(String, f64)>,
 }
 
+/// The summed gradient: the whole vector on the device, or this rank's shard on the host.
+// One value per step, moved once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Flat {
+    Device(Tensor<1>),
+    Host(Vec<f32>),
+}
+
 /// What the reduction of a step gives the update.
 struct Reduced {
     /// The summed gradient over `range` (the whole vector, or this rank's shard).
-    grads: Vec<f32>,
+    grads: Flat,
     range: Range<usize>,
     loss: f64,
     parts: Vec<f32>,
     grad_norm: f64,
     checkpoint_requested: bool,
+    host_elements: usize,
 }
 
 impl TrainState {
@@ -148,8 +180,7 @@ impl TrainState {
         // 2. Local gradient, accumulated over micro-batches.
         let n = self.layout.len();
         let LocalGradient {
-            grads: mut flat,
-            device,
+            grads,
             loss: local_loss,
             shares,
         } = self.local_gradient(batch, &options)?;
@@ -168,24 +199,30 @@ impl TrainState {
             0.0
         });
 
-        // 3. The reduction.
+        // 3. The reduction: the gradient in one call where it lives, the scalars beside it.
         let reduced = match &self.shard {
             None => {
-                flat.extend(extras);
-                collective.all_reduce_sum(&mut flat)?;
-                let mut extras = flat.split_off(n);
+                let (grads, reduction) = reduce::all_reduce_sum(collective, grads)?;
+                collective.all_reduce_sum(&mut extras)?;
                 let checkpoint_requested = extras.pop().unwrap_or(0.0) > 0.5;
                 let parts = extras.split_off(1);
                 Reduced {
-                    grad_norm: norm_sq(&flat).sqrt(),
-                    grads: flat,
+                    grad_norm: global_norm(&grads),
+                    grads: Flat::Device(grads),
                     range: 0..n,
                     loss: f64::from(extras[0]),
                     parts,
                     checkpoint_requested,
+                    host_elements: reduction.host_elements,
                 }
             }
             Some(shard) => {
+                // Sharded optimizer state goes through host slices (see the module docs).
+                let copied = match reduce::memory_of(&grads.device()) {
+                    Some(DeviceMemory::Host) => 0,
+                    _ => 2 * n,
+                };
+                let mut flat = host_values(grads, "the gradient")?;
                 collective.reduce_scatter_sum(&mut flat)?;
                 let grads = flat[shard.clone()].to_vec();
                 drop(flat);
@@ -196,12 +233,13 @@ impl TrainState {
                 let checkpoint_requested = extras.pop().unwrap_or(0.0) > 0.5;
                 let parts = extras.split_off(1);
                 Reduced {
-                    grads,
+                    grads: Flat::Host(grads),
                     range: shard.clone(),
                     loss: f64::from(extras[0]),
                     parts,
                     grad_norm: norm.max(0.0).sqrt(),
                     checkpoint_requested,
+                    host_elements: copied,
                 }
             }
         };
@@ -215,11 +253,12 @@ impl TrainState {
 
         // 4. Clipping, 5. AdamW.
         let Reduced {
-            mut grads,
+            grads,
             range,
             loss,
             grad_norm,
             checkpoint_requested,
+            host_elements,
             ..
         } = reduced;
         if !loss.is_finite() || !grad_norm.is_finite() {
@@ -229,26 +268,34 @@ impl TrainState {
                 grad_norm,
             });
         }
-        if self.clip_grad > 0.0 {
-            let coef = self.clip_grad / (grad_norm + 1e-6);
-            if coef < 1.0 {
-                grads.iter_mut().for_each(|g| *g *= coef as f32);
-            }
-        }
+        // torch's clip_grad_norm_: scale by max_norm / (‖g‖ + 1e-6) when that is below 1.
+        let coef = (self.clip_grad > 0.0)
+            .then(|| self.clip_grad / (grad_norm + 1e-6))
+            .filter(|&c| c < 1.0);
         let lr = self.schedule.lr(self.step);
         let params = self.layout.flatten_params(&self.model);
-        let params = if range.len() == n {
-            let grads = host_tensor(grads, n, &device);
-            self.adamw.step(params, grads, lr)
-        } else {
-            // This rank updates its shard; the all-gather brings every other rank's.
-            let mut all = host_values(params, "the parameters")?;
-            let shard = host_tensor(all[range.clone()].to_vec(), range.len(), &device);
-            let grads = host_tensor(grads, range.len(), &device);
-            let updated = host_values(self.adamw.step(shard, grads, lr), "the parameters")?;
-            all[range.clone()].copy_from_slice(&updated);
-            collective.all_gather(&mut all)?;
-            host_tensor(all, n, &device)
+        let device = params.device();
+        let params = match grads {
+            Flat::Device(grads) => {
+                let grads = match coef {
+                    Some(c) => grads.mul_scalar(c as f32),
+                    None => grads,
+                };
+                self.adamw.step(params, grads, lr)
+            }
+            Flat::Host(mut grads) => {
+                if let Some(c) = coef {
+                    grads.iter_mut().for_each(|g| *g *= c as f32);
+                }
+                // This rank updates its shard; the all-gather brings every other rank's.
+                let mut all = host_values(params, "the parameters")?;
+                let shard = host_tensor(all[range.clone()].to_vec(), range.len(), &device);
+                let grads = host_tensor(grads, range.len(), &device);
+                let updated = host_values(self.adamw.step(shard, grads, lr), "the parameters")?;
+                all[range.clone()].copy_from_slice(&updated);
+                collective.all_gather(&mut all)?;
+                host_tensor(all, n, &device)
+            }
         };
         // A clone shares the parameter tensors; the old ones are dropped with it.
         self.model = self.layout.unflatten_into(self.model.clone(), params);
@@ -259,20 +306,19 @@ impl TrainState {
             grad_norm,
             lr,
             checkpoint_requested,
+            host_elements,
         })
     }
 
     /// This rank's gradient of `batch`, summed over micro-batches of at most `micro_batch_size`
-    /// samples (each normalised by the global counts in `options`).
+    /// samples (each normalised by the global counts in `options`), on the model's device.
     fn local_gradient(
         &self,
         batch: &Batch,
         options: &StepOptions,
     ) -> Result<LocalGradient, StepError> {
-        let n = self.layout.len();
         let parts = batch.batch_size.div_ceil(self.micro_batch_size.max(1));
-        let mut sum: Option<Vec<f32>> = None;
-        let mut device = self.model.device();
+        let mut sum: Option<Tensor<1>> = None;
         let mut loss = 0.0;
         let mut shares: Vec<(String, f64)> = Vec::new();
         for part in batch.split(parts.max(1)) {
@@ -282,12 +328,10 @@ impl TrainState {
             let out = self
                 .model
                 .gradients(&self.layout, &part, options, self.micro_batches)?;
-            device = out.grads.device();
-            let grads = host_values(out.grads, "the gradient")?;
-            match &mut sum {
-                None => sum = Some(grads),
-                Some(s) => s.iter_mut().zip(&grads).for_each(|(a, b)| *a += *b),
-            }
+            sum = Some(match sum {
+                None => out.grads,
+                Some(s) => s + out.grads,
+            });
             loss += out.loss;
             for (m, l) in out.modality_losses {
                 match shares.iter_mut().find(|(name, _)| *name == m) {
@@ -297,9 +341,10 @@ impl TrainState {
             }
         }
         // A rank without samples this step still takes part in the reductions.
+        let grads =
+            sum.unwrap_or_else(|| Tensor::zeros([self.layout.len()], &self.model.device().inner()));
         Ok(LocalGradient {
-            grads: sum.unwrap_or_else(|| vec![0.0; n]),
-            device,
+            grads,
             loss,
             shares,
         })

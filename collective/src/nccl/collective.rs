@@ -10,7 +10,7 @@ use cudarc::nccl::sys as nccl;
 
 use super::NcclUniqueId;
 use super::comm::{Comm, cuda_error, nccl_error, require_cuda, require_nccl};
-use crate::{AbortHandle, Collective, CollectiveError, Operation, padded_len};
+use crate::{AbortHandle, Collective, CollectiveError, DeviceMemory, Operation, padded_len};
 
 /// How often a waiting operation polls NCCL and the stream.
 const POLL: Duration = Duration::from_micros(50);
@@ -36,8 +36,9 @@ impl Default for NcclConfig {
 /// One rank of an NCCL communicator, one GPU per rank.
 ///
 /// The host-slice operations of [`Collective`] copy the buffer to the GPU and back (for tests and
-/// small buffers); training uses [`Collective::all_reduce_mean_device`] on the flat gradient, or
-/// [`Collective::reduce_scatter_sum_device`] and [`Collective::all_gather_device`] with sharded
+/// small buffers); the worker hands [`Collective::all_reduce_sum_device`] the flat gradient in
+/// the GPU memory where the backend computed it ([`Collective::device_memory`] names the device).
+/// [`Collective::reduce_scatter_sum_device`] and [`Collective::all_gather_device`] serve sharded
 /// optimizer state.
 /// Unlike the CPU implementations, a world of one still goes through NCCL (a single-rank
 /// communicator), so that a one-GPU machine exercises the whole path.
@@ -45,6 +46,8 @@ impl Default for NcclConfig {
 pub struct NcclCollective {
     rank: usize,
     world_size: usize,
+    /// The CUDA device (ordinal) of the communicator.
+    device: usize,
     comm: Arc<Comm>,
     /// The stream of the host-slice operations.
     stream: Arc<CudaStream>,
@@ -112,6 +115,7 @@ impl NcclCollective {
         let this = Self {
             rank,
             world_size,
+            device,
             comm,
             stream,
             config: config.clone(),
@@ -327,6 +331,12 @@ impl Collective for NcclCollective {
 
     fn abort_handle(&self) -> AbortHandle {
         self.abort.clone()
+    }
+
+    fn device_memory(&self) -> Option<DeviceMemory> {
+        Some(DeviceMemory::Cuda {
+            ordinal: self.device,
+        })
     }
 
     fn all_reduce_sum_device(
