@@ -52,7 +52,7 @@ step_check() {
     return
   fi
   log="${best%:*}"
-  row "step $label" ok "batch ${best##*:}: $(field "$log" "median step" 3) ms/step, $(field "$log" "tokens/s" 2) tokens/s, MFU $(field "$log" "MFU" 2) %"
+  row "step $label" ok "bf16, batch ${best##*:}: $(field "$log" "median step" 3) ms/step, $(field "$log" "tokens/s" 2) tokens/s, MFU $(field "$log" "MFU" 2) %"
 }
 step_check 4M-B fm_base_12e_12d_swiglu_nobias 60 "32 64 128 256"
 step_check 4M-L fm_large_24e_24d_swiglu_nobias 60 "16 32 64 128"

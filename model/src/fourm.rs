@@ -15,6 +15,7 @@ use crate::loss::{
     LossType, LossWeights, ModalityLoss, TargetCount, counts_of, modality_loss, weighted_total,
 };
 use crate::modality::Modalities;
+use crate::precision::{self, Precision, linear};
 use crate::selection::{DecoderMasking, SelectionPlan, plan_decoder, plan_encoder};
 
 /// A 4M model. Field names are ml-4m's state-dict prefixes.
@@ -57,10 +58,12 @@ pub struct StepOptions {
     /// Normalise the loss by the target counts of a larger batch this one is part of (see
     /// [`LossWeights`]); `None`: by this batch's own counts, as ml-4m does.
     pub global_counts: Option<Vec<TargetCount>>,
+    /// Arithmetic of the matrix products ([`precision`](crate::precision)).
+    pub precision: Precision,
 }
 
 impl StepOptions {
-    /// `N` encoder and `M` decoder slots, sorted decoder order, `mod` loss.
+    /// `N` encoder and `M` decoder slots, sorted decoder order, `mod` loss, `f32`.
     pub fn new(num_encoder_tokens: usize, num_decoder_tokens: usize) -> Self {
         Self {
             num_encoder_tokens,
@@ -68,6 +71,7 @@ impl StepOptions {
             decoder_order: None,
             loss: LossType::Mod,
             global_counts: None,
+            precision: Precision::F32,
         }
     }
 }
@@ -173,8 +177,13 @@ impl FourM {
         self.mask_token.val().device()
     }
 
-    /// One training forward pass: select tokens, encode, decode, compute the losses.
+    /// One training forward pass: select tokens, encode, decode, compute the losses (the matrix
+    /// products in `options.precision`).
     pub fn forward(&self, batch: &Batch, options: &StepOptions) -> Result<StepOutput, ModelError> {
+        precision::autocast(options.precision, || self.forward_with(batch, options))
+    }
+
+    fn forward_with(&self, batch: &Batch, options: &StepOptions) -> Result<StepOutput, ModelError> {
         batch.validate(&self.modalities)?;
         let device = self.device();
         let order = self.decoder_order(batch, options.decoder_order.as_deref())?;
@@ -198,7 +207,7 @@ impl FourM {
             cross_bias.clone(),
         );
         let context =
-            self.decoder_proj_context.forward(encoder_output.clone()) + encoder_emb.clone();
+            linear(&self.decoder_proj_context, encoder_output.clone()) + encoder_emb.clone();
 
         let (decoder_tokens, decoder_emb) = self.decoder_inputs(&decoder_plan, &device);
         let self_bias = attention_bias(&decoder_plan, &device);

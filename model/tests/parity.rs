@@ -19,7 +19,8 @@ use fourm_model::params::ParamInfo;
 use fourm_model::selection::ModalitySlots;
 use fourm_model::weights::load_ml4m;
 use fourm_model::{
-    EncoderEmbedding, FourM, LossType, ModalityData, ModalityKind, StepOptions, sincos_1d,
+    EncoderEmbedding, FourM, LossType, ModalityData, ModalityKind, Precision, StepOptions,
+    sincos_1d,
 };
 use serde_json::Value;
 
@@ -140,6 +141,7 @@ fn replay(dir: &Path) {
         decoder_order: Some(strings(order)),
         loss,
         global_counts: None,
+        precision: Precision::F32,
     };
     let out = model
         .forward(&batch, &options(&forward["decoder_modality_order"]))

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use fourm_model::{ArchVariant, FourMConfig, LossType};
+use fourm_model::{ArchVariant, FourMConfig, LossType, Precision};
 pub use fourm_process::ConfigError;
 use fourm_process::{load_toml, parse_toml};
 use serde::{Deserialize, Serialize};
@@ -288,6 +288,11 @@ pub struct TrainSection {
     /// Shard the AdamW state over the ranks (ZeRO-1): a reduce-scatter of the gradient, each
     /// rank updates its shard of the parameters, an all-gather restores them.
     pub shard_optimizer: bool,
+    /// Arithmetic of the forward pass's matrix products: `"f32"`, or `"bf16"` mixed precision
+    /// (f32 master weights, moments, softmax, LayerNorm and loss; see
+    /// [`fourm_model::precision`]). Unset: `bf16` on a GPU, `f32` on the CPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub precision: Option<Precision>,
 }
 
 impl Default for TrainSection {
@@ -305,11 +310,20 @@ impl Default for TrainSection {
             clip_grad: 0.0,
             loss: LossType::Mod,
             shard_optimizer: false,
+            precision: None,
         }
     }
 }
 
 impl TrainSection {
+    /// The precision of the training forward pass on `device` (see [`Self::precision`]).
+    pub fn precision_on(&self, device: DeviceKind) -> Precision {
+        self.precision.unwrap_or(match device {
+            DeviceKind::Cuda => Precision::Bf16,
+            DeviceKind::Cpu => Precision::F32,
+        })
+    }
+
     /// Samples of an optimizer step over `world` ranks.
     pub fn step_samples(&self, world: u32) -> usize {
         match self.global_batch {
@@ -455,12 +469,14 @@ impl WorkerConfig {
     /// Digest of everything that must agree across the workers of a job (and between a
     /// checkpoint and the run that resumes it). How the work is laid out over the ranks is not
     /// part of it: the optimizer's sharding and the CPU threads per rank; nor, with a fixed
-    /// global batch, the micro-batch size.
+    /// global batch, the micro-batch size; nor the arithmetic precision (a run may resume in
+    /// another one).
     pub fn digest(&self) -> String {
         // `eval` too: the ranks evaluate together, in one collective.
         let mut train = self.train.clone();
         train.shard_optimizer = false;
         train.micro_batches = 0;
+        train.precision = None;
         if train.global_batch > 0 {
             train.batch_size = 0;
         }

@@ -3,7 +3,7 @@
 //!
 //! Default shape: the spec's perf config (dim 256, 6 + 6 blocks, 8 heads, SwiGLU, three 16×16
 //! token modalities with 1024 codes and a 32-token caption, 128 input + 128 target tokens,
-//! batch 8, fp32, random masks). Prints the median of `--steps` steps after `--warmup`, tokens/s,
+//! batch 8, f32 on the CPU and bf16 mixed precision on a GPU (`--precision`), random masks). Prints the median of `--steps` steps after `--warmup`, tokens/s,
 //! achieved GFLOP/s and the median time of each phase. The optimizer phase is what ml-4m's
 //! `perf_step.py` times as `gradnorm+adamw`: the global gradient norm, then AdamW (here with the
 //! flat parameter vector gathered from the model and written back).
@@ -13,7 +13,9 @@ use std::time::Instant;
 use clap::{Parser, ValueEnum};
 use fourm_model::bench::{BatchShape, BenchDevice, median};
 use fourm_model::optim::{AdamW, AdamWConfig, ParamLayout, global_norm};
-use fourm_model::{ArchVariant, FourMConfig, Modalities, StepOptions, StepShape, random_batch};
+use fourm_model::{
+    ArchVariant, FourMConfig, Modalities, Precision, StepOptions, StepShape, random_batch,
+};
 
 #[derive(Parser)]
 #[command(about = "Benchmark one fourm training step on the CPU (Flex) backend")]
@@ -37,6 +39,10 @@ struct Args {
     /// 224 px).
     #[arg(long, value_enum, default_value_t = ModalitySet::Perf)]
     modalities: ModalitySet,
+    /// Arithmetic of the matrix products: `f32`, or `bf16` mixed precision (default: `bf16` on
+    /// a GPU, as ml-4m trains under `torch.autocast(bfloat16)`; `f32` on the CPU).
+    #[arg(long)]
+    precision: Option<Precision>,
     /// Where the step runs.
     #[arg(long, value_enum, default_value_t = BenchDevice::Cpu)]
     device: BenchDevice,
@@ -76,7 +82,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut model = config.init(&modalities, 0, &device)?;
     let layout = ParamLayout::new(&model);
     let mut adamw = AdamW::new(AdamWConfig::default(), &layout, &device.clone().inner());
-    let options = StepOptions::new(args.shape.inputs, args.shape.targets);
+    let precision = args.precision.unwrap_or(match args.device {
+        BenchDevice::Cpu => Precision::F32,
+        BenchDevice::Cuda => Precision::Bf16,
+    });
+    let options = StepOptions {
+        precision,
+        ..StepOptions::new(args.shape.inputs, args.shape.targets)
+    };
     let batches: Vec<_> = (0..4)
         .map(|i| {
             random_batch(
@@ -140,7 +153,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         model.num_trainable()
     );
     println!(
-        "step: batch {} inputs {} targets {} (loss {last_loss:.4}, grad norm {last_norm:.3})",
+        "step: batch {} inputs {} targets {} {precision} (loss {last_loss:.4}, grad norm \
+         {last_norm:.3})",
         args.shape.batch, args.shape.inputs, args.shape.targets
     );
     println!(

@@ -8,6 +8,7 @@ use burn::tensor::{Device, Tensor};
 use crate::embed::encoder::{int_tensor, position_buffer, position_rows};
 use crate::init::{InitRng, xavier_bound};
 use crate::modality::ModalitySpec;
+use crate::precision::matmul;
 use crate::selection::ModalitySlots;
 
 /// Embedding and output head of one target modality.
@@ -52,6 +53,6 @@ impl DecoderEmbedding {
 
     /// Logits `y · token_embᵀ`: `[n, d] -> [n, vocab]`.
     pub fn logits(&self, y: Tensor<2>) -> Tensor<2> {
-        y.matmul(self.token_emb.weight.val().transpose())
+        matmul(y, self.token_emb.weight.val().transpose())
     }
 }

@@ -10,6 +10,7 @@ use crate::config::SEQ_POS_EMB_ROWS;
 use crate::init::InitRng;
 use crate::modality::{ModalityKind, ModalitySpec};
 use crate::posemb::{sincos_1d, sincos_2d};
+use crate::precision::linear;
 use crate::selection::ModalitySlots;
 
 /// Embedding of one modality on the encoder side.
@@ -74,10 +75,10 @@ impl EncoderEmbedding {
             (_, Some(proj), ModalityData::Pixels(px)) => {
                 let patches = extract_patches(spec, px, &slots.positions);
                 let width = patches.len() / n;
-                proj.forward(Tensor::from_data(
-                    TensorData::new(patches, [n, width]),
-                    device,
-                ))
+                linear(
+                    proj,
+                    Tensor::from_data(TensorData::new(patches, [n, width]), device),
+                )
             }
             _ => unreachable!("batch validated against the registry"),
         };

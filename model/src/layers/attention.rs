@@ -15,6 +15,7 @@ use crate::config::FourMConfig;
 use crate::init::{InitRng, xavier_bound};
 use crate::layers::kernels::takes_host_kernel;
 use crate::layers::{Norm, softmax_last};
+use crate::precision::{linear, matmul};
 
 /// Additive attention bias value for "may not attend".
 pub const MASKED: f32 = -f32::MAX;
@@ -61,12 +62,12 @@ impl Attention {
     /// Attends `x` to itself.
     pub fn forward(&self, x: Tensor<3>, bias: Option<Tensor<4>>) -> Tensor<3> {
         let [b, n, d] = x.dims();
-        let mut qkv = self.qkv.forward(x).chunk(3, 2);
+        let mut qkv = linear(&self.qkv, x).chunk(3, 2);
         let v = split_heads(qkv.pop().expect("v"), self.num_heads);
         let k = split_heads(qkv.pop().expect("k"), self.num_heads);
         let q = split_heads(qkv.pop().expect("q"), self.num_heads);
         let out = attend(q, k, v, bias, self.q_norm.as_ref(), self.k_norm.as_ref());
-        self.proj.forward(out.swap_dims(1, 2).reshape([b, n, d]))
+        linear(&self.proj, out.swap_dims(1, 2).reshape([b, n, d]))
     }
 }
 
@@ -108,12 +109,12 @@ impl CrossAttention {
     /// Attends `x` to `context` (already normalised by the caller).
     pub fn forward(&self, x: Tensor<3>, context: Tensor<3>, bias: Option<Tensor<4>>) -> Tensor<3> {
         let [b, n, d] = x.dims();
-        let q = split_heads(self.q.forward(x), self.num_heads);
-        let mut kv = self.kv.forward(context).chunk(2, 2);
+        let q = split_heads(linear(&self.q, x), self.num_heads);
+        let mut kv = linear(&self.kv, context).chunk(2, 2);
         let v = split_heads(kv.pop().expect("v"), self.num_heads);
         let k = split_heads(kv.pop().expect("k"), self.num_heads);
         let out = attend(q, k, v, bias, self.q_norm.as_ref(), self.k_norm.as_ref());
-        self.proj.forward(out.swap_dims(1, 2).reshape([b, n, d]))
+        linear(&self.proj, out.swap_dims(1, 2).reshape([b, n, d]))
     }
 }
 
@@ -159,11 +160,11 @@ fn composed(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Option<Tensor<4>>) -
     // Scaling q (`[b, h, n, dh]`) rather than the scores (`[b, h, n, m]`) is the cheaper
     // order; it changes the result by rounding only.
     let scale = (head_dim as f64).powf(-0.5);
-    let mut scores = q.mul_scalar(scale).matmul(k.swap_dims(2, 3));
+    let mut scores = matmul(q.mul_scalar(scale), k.swap_dims(2, 3));
     if let Some(bias) = bias {
         scores = scores + bias;
     }
-    softmax_last(scores).matmul(v)
+    matmul(softmax_last(scores), v)
 }
 
 /// burn's attention operation (scale `1/√dh`), the `[b or 1, 1, n, m]` bias broadcast over

@@ -8,6 +8,7 @@ use burn::tensor::activation::gelu;
 use crate::config::{ArchVariant, FourMConfig};
 use crate::init::InitRng;
 use crate::layers::swiglu;
+use crate::precision::linear;
 
 /// `Mlp` / `GatedMlp` of ml-4m (`fm_utils.py:111-144`).
 ///
@@ -37,9 +38,9 @@ impl Mlp {
     /// Applies the MLP.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let hidden = match &self.fc3 {
-            Some(fc3) => swiglu(self.fc1.forward(x.clone()), fc3.forward(x)),
-            None => gelu(self.fc1.forward(x)),
+            Some(fc3) => swiglu(linear(&self.fc1, x.clone()), linear(fc3, x)),
+            None => gelu(linear(&self.fc1, x)),
         };
-        self.fc2.forward(hidden)
+        linear(&self.fc2, hidden)
     }
 }

@@ -31,6 +31,7 @@ impl Worker {
         let mut inputs = self.start_inputs(joined)?;
         let options = StepOptions {
             loss: cfg.train.loss,
+            precision: cfg.train.precision_on(cfg.worker.device),
             ..StepOptions::new(cfg.data.input_tokens, cfg.data.target_tokens)
         };
         let cost = StepCost {
@@ -38,6 +39,13 @@ impl Worker {
             mean_vocab: mean_target_vocab(&self.data),
         };
         self.control.set_phase(pb::WorkerPhase::Training);
+        tracing::info!(
+            precision = %options.precision,
+            collective = collective.implementation(),
+            device_memory = ?collective.device_memory(),
+            "training"
+        );
+        let mut warned_host_copy = false;
         while state.step < joined.total_steps {
             if let Some(reason) = self.control.aborted() {
                 return Ok(Some(GenerationEnd::Aborted(reason)));
@@ -60,6 +68,15 @@ impl Worker {
                 }
                 Err(e) => return Err(e.into()),
             };
+            if result.host_elements > 0 && !warned_host_copy {
+                warned_host_copy = true;
+                tracing::warn!(
+                    elements = result.host_elements,
+                    collective = collective.implementation(),
+                    "the gradient goes through host memory every step (the collective cannot \
+                     reach the device's buffers)"
+                );
+            }
             self.control
                 .step
                 .store(state.step, std::sync::atomic::Ordering::SeqCst);
