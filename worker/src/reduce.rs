@@ -131,7 +131,12 @@ mod cuda {
             .client
             .get_resource::<<CudaRuntime as Runtime>::Server>(tensor.handle.clone())
             .map_err(|e| StepError::device(format!("the gradient's device buffer: {e:?}")))?;
-        let ptr = resource.resource().ptr;
+        let (ptr, size) = (resource.resource().ptr, resource.resource().size);
+        if size < (n * std::mem::size_of::<f32>()) as u64 {
+            return Err(StepError::device(format!(
+                "the gradient's buffer holds {size} bytes, not {n} f32s"
+            )));
+        }
         // NCCL runs on its own stream and returns once the sum is in place; the device queue is
         // idle (synchronised above), so stream 0 orders nothing further.
         collective.all_reduce_sum_device(ptr, n, 0)?;
