@@ -11,10 +11,10 @@
 //!   there and copied back; [`Reduction::host_elements`] says so.
 
 use burn::backend::{DispatchDevice, Flex};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use fourm_collective::{Collective, CollectiveError, DeviceMemory};
 
-use crate::step::StepError;
+use crate::step::{StepError, host_tensor, host_values};
 
 /// What the reduction moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -64,13 +64,9 @@ pub(crate) fn all_reduce_sum(
     // A device the collective cannot reach: through the host.
     let device = grads.device();
     let n = grads.dims()[0];
-    let mut values = grads
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .map_err(|e| StepError::device(format!("reading the gradient: {e:?}")))?;
+    let mut values = host_values(grads, "the gradient")?;
     collective.all_reduce_sum(&mut values)?;
-    let grads = Tensor::from_data(TensorData::new(values, [n]), &device);
+    let grads = host_tensor(values, n, &device);
     Ok((
         grads,
         Reduction {

@@ -365,7 +365,7 @@ impl TrainState {
 }
 
 /// The values of a flat tensor on the host (`what` names it in the error).
-fn host_values(t: Tensor<1>, what: &str) -> Result<Vec<f32>, ModelError> {
+pub(crate) fn host_values(t: Tensor<1>, what: &str) -> Result<Vec<f32>, ModelError> {
     t.into_data()
         .convert::<f32>()
         .try_into_vec::<f32>()
@@ -375,7 +375,7 @@ fn host_values(t: Tensor<1>, what: &str) -> Result<Vec<f32>, ModelError> {
         })
 }
 
-fn host_tensor(values: Vec<f32>, n: usize, device: &Device) -> Tensor<1> {
+pub(crate) fn host_tensor(values: Vec<f32>, n: usize, device: &Device) -> Tensor<1> {
     debug_assert_eq!(values.len(), n);
     Tensor::from_data(TensorData::new(values, [n]), device)
 }
