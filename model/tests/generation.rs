@@ -12,15 +12,12 @@ mod fixture;
 use std::collections::BTreeSet;
 
 use burn::tensor::Device;
-use fixture::{
-    Report, Tensors, fixture_dir, generation_state, modalities, model_config, read_config,
-};
+use fixture::{Report, Tensors, fixture_dir, generation_state, load_model};
 use fourm_model::generate::{
     GenerationEvent, GenerationHook, GenerationPlan, Generator, Guidance, GuidanceSchedule, Method,
     ParallelMethod, Sampling, SelectionRequest, SpecialTokens, Stop, TargetPlan,
     TemperatureSchedule, TokenSchedule, TopK, argmax,
 };
-use fourm_model::weights::load_ml4m;
 use serde_json::Value;
 
 const LOGITS: (f64, f64) = (1e-5, 1e-4);
@@ -247,13 +244,8 @@ impl GenerationHook for Replay<'_> {
 
 fn replay(kv_cache: bool) {
     let dir = fixture_dir("FOURM_GENERATION_FIXTURE", "generation-a");
-    let config = read_config(&dir);
-    let mods = modalities(&config);
     let device = Device::flex();
-    let mut model = model_config(&config)
-        .init(&mods, 0, &device)
-        .expect("valid fixture model");
-    load_ml4m(&mut model, &dir.join("weights.safetensors")).expect("ml-4m weights load");
+    let (config, mods, model) = load_model(&dir, &device);
     let inputs = Tensors::read(&dir.join("inputs.safetensors"));
     let expected = Tensors::read(&dir.join("expected.safetensors"));
     let state = generation_state(&inputs, &mods);

@@ -10,14 +10,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use burn::tensor::{Device, Tensor};
-use fixture::{
-    Report, Tensors, batch, fixture_dir, modalities, model_config, param_values, read, read_config,
-    vendored,
-};
+use fixture::{Report, Tensors, batch, fixture_dir, load_model, param_values, read, vendored};
 use fourm_model::optim::{AdamW, AdamWConfig, ParamLayout};
 use fourm_model::params::ParamInfo;
 use fourm_model::selection::ModalitySlots;
-use fourm_model::weights::load_ml4m;
 use fourm_model::{
     EncoderEmbedding, FourM, LossType, ModalityData, ModalityKind, Precision, StepOptions,
     sincos_1d,
@@ -92,11 +88,7 @@ fn parity_fixture_from_env() {
 #[test]
 fn parity_catches_a_transposed_square_weight() {
     let dir = vendored("parity-d");
-    let config = read_config(&dir);
-    let mods = modalities(&config);
-    let device = Device::flex().autodiff();
-    let mut model = model_config(&config).init(&mods, 0, &device).unwrap();
-    load_ml4m(&mut model, &dir.join("weights.safetensors")).unwrap();
+    let (_, _, model) = load_model(&dir, &Device::flex().autodiff());
     let weights = Tensors::read(&dir.join("weights.safetensors"));
     let name = "decoder.1.cross_attn.q.weight";
     let info = model
@@ -118,13 +110,8 @@ fn parity_catches_a_transposed_square_weight() {
 
 /// Replays the fixture in `dir` and checks every entry it describes.
 fn replay(dir: &Path) {
-    let config = read_config(dir);
-    let mods = modalities(&config);
     let device = Device::flex().autodiff();
-    let mut model = model_config(&config)
-        .init(&mods, 0, &device)
-        .expect("valid fixture model");
-    load_ml4m(&mut model, &dir.join("weights.safetensors")).expect("ml-4m weights load");
+    let (config, mods, model) = load_model(dir, &device);
 
     let inputs = Tensors::read(&dir.join("inputs.safetensors"));
     let expected = Tensors::read(&dir.join("expected.safetensors"));

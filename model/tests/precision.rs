@@ -5,9 +5,8 @@
 mod fixture;
 
 use burn::tensor::{DType, Device};
-use fixture::{batch, modalities, model_config, read_config, vendored};
+use fixture::{batch, load_model, vendored};
 use fourm_model::optim::ParamLayout;
-use fourm_model::weights::load_ml4m;
 use fourm_model::{Precision, StepOptions};
 
 /// `|bf16 - f32| / |f32|` of the loss may not exceed this. bf16 keeps 8 significant bits
@@ -21,11 +20,7 @@ const GRAD_COSINE: f64 = 0.999;
 #[test]
 fn bf16_loss_and_gradient_track_f32_on_the_parity_fixture() {
     let dir = vendored("parity-a");
-    let config = read_config(&dir);
-    let mods = modalities(&config);
-    let device = Device::flex().autodiff();
-    let mut model = model_config(&config).init(&mods, 0, &device).unwrap();
-    load_ml4m(&mut model, &dir.join("weights.safetensors")).unwrap();
+    let (_, mods, model) = load_model(&dir, &Device::flex().autodiff());
     let inputs = fixture::Tensors::read(&dir.join("inputs.safetensors"));
     let batch = batch(&inputs, &mods);
     let layout = ParamLayout::new(&model);
