@@ -61,9 +61,15 @@ pub struct SynthArgs {
     /// The first samples whose patches fit the codebooks.
     #[arg(long, default_value_t = 256)]
     pub fit_samples: u64,
+    /// Fewest objects per scene (at most `--max-objects`).
+    #[arg(long, default_value_t = 2)]
+    pub min_objects: usize,
     /// Most objects per scene.
     #[arg(long, default_value_t = 4)]
     pub max_objects: usize,
+    /// Camera zoom (2: objects twice as large in the picture).
+    #[arg(long, default_value_t = 1.0)]
+    pub zoom: f64,
     /// Held-out samples, written to `<out>/val/` (for `fourm eval` and validation).
     #[arg(long, default_value_t = 0)]
     pub val_samples: u64,
@@ -262,7 +268,8 @@ pub(crate) async fn run_synth(args: SynthArgs) -> anyhow::Result<ExitCode> {
         ..SynthConfig::default()
     };
     config.scene.max_objects = args.max_objects;
-    config.scene.min_objects = config.scene.min_objects.min(args.max_objects);
+    config.scene.min_objects = args.min_objects.min(args.max_objects);
+    config.scene.zoom = args.zoom;
     config.validate()?;
     if let Some(dir) = local_dir(&args.out) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {dir}"))?;

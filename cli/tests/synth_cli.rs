@@ -86,6 +86,9 @@ fn synth_then_inspect_and_render() {
     ]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("patch"));
+    let far = fourm(&["data", "synth", "--out", url, "--zoom", "0.1"]);
+    assert!(!far.status.success());
+    assert!(String::from_utf8_lossy(&far.stderr).contains("zoom 0.1"));
 }
 
 #[test]

@@ -144,6 +144,9 @@ impl SynthConfig {
         if self.scene.min_objects > self.scene.max_objects || self.scene.max_objects > 8 {
             return bad("objects per scene: need min ≤ max ≤ 8".into());
         }
+        if !(self.scene.zoom.is_finite() && (0.5..=4.0).contains(&self.scene.zoom)) {
+            return bad(format!("zoom {} not in 0.5..=4", self.scene.zoom));
+        }
         self.text.validate()?;
         Ok(())
     }

@@ -157,13 +157,21 @@ pub struct Scene {
 }
 
 /// How scenes are generated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SceneConfig {
     /// Fewest objects.
     pub min_objects: usize,
     /// Most objects.
     pub max_objects: usize,
+    /// Camera zoom: the camera stands `1 / zoom` times as far from the scene's centre (at 2, the
+    /// objects look twice as large and those near the edge of the ground may leave the frame).
+    #[serde(default = "unit_zoom")]
+    pub zoom: f64,
+}
+
+fn unit_zoom() -> f64 {
+    1.0
 }
 
 impl Default for SceneConfig {
@@ -171,6 +179,7 @@ impl Default for SceneConfig {
         Self {
             min_objects: 2,
             max_objects: 4,
+            zoom: 1.0,
         }
     }
 }
@@ -189,7 +198,7 @@ impl Scene {
         }
         let azimuth = rng.random_range(0.0..std::f64::consts::TAU);
         let elevation = rng.random_range(12f64..32.0).to_radians();
-        let distance = rng.random_range(6.5..8.5);
+        let distance = rng.random_range(6.5..8.5) / config.zoom;
         let target = [0.0, 0.4, 0.0];
         let eye = [
             distance * elevation.cos() * azimuth.cos(),
@@ -255,6 +264,14 @@ mod tests {
         for i in 0..50 {
             let s = Scene::generate(&c, 3, i);
             assert!((1..=4).contains(&s.objects.len()));
+            // Zoom moves the camera towards the target and changes nothing else.
+            let zoomed = Scene::generate(&SceneConfig { zoom: 2.0, ..c }, 3, i);
+            let distance = |s: &Scene| {
+                let (e, t) = (s.camera.eye, s.camera.target);
+                (Vec3::new(e[0], e[1], e[2]) - Vec3::new(t[0], t[1], t[2])).length()
+            };
+            assert!((distance(&s) - 2.0 * distance(&zoomed)).abs() < 1e-9);
+            assert_eq!(zoomed.objects, s.objects);
             for (a, oa) in s.objects.iter().enumerate() {
                 for ob in &s.objects[a + 1..] {
                     assert!((oa.base() - ob.base()).length() > oa.footprint() + ob.footprint());

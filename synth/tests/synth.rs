@@ -164,6 +164,29 @@ fn modalities_are_aligned_with_the_scene_geometry() {
 }
 
 #[test]
+fn zoom_makes_the_objects_larger() {
+    let object_pixels = |zoom: f64| -> usize {
+        let mut config = SynthConfig {
+            resolution: 64,
+            ..SynthConfig::default()
+        };
+        config.scene.zoom = zoom;
+        (0..20)
+            .map(|index| {
+                let f = generate_sample(&config, index).frame;
+                f.instance.iter().filter(|&&i| i > 0).count()
+            })
+            .sum()
+    };
+    let (near, default) = (object_pixels(1.4), object_pixels(1.0));
+    // Objects 1.4 times as large cover about twice the pixels (less what leaves the frame).
+    assert!(
+        near * 10 > default * 15,
+        "zoom 1.4: {near} pixels, zoom 1: {default}"
+    );
+}
+
+#[test]
 fn tokenizers_reconstruct_unseen_samples() {
     let config = SynthConfig {
         samples: 200,

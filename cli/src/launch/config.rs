@@ -63,9 +63,15 @@ pub struct SyntheticSection {
     /// Held-out samples written to `<out>/data/val` (validation during training, `fourm eval`).
     #[serde(default)]
     pub val_samples: u64,
+    /// Fewest objects per scene (default: `fourm data synth`'s).
+    #[serde(default)]
+    pub min_objects: Option<usize>,
     /// Most objects per scene (default: `fourm data synth`'s).
     #[serde(default)]
     pub max_objects: Option<usize>,
+    /// Camera zoom (default: `fourm data synth`'s, 1).
+    #[serde(default)]
+    pub zoom: Option<f64>,
 }
 
 /// The merged settings.

@@ -258,7 +258,9 @@ fn synthetic_dataset(out: &Path, config: &LaunchConfig) -> anyhow::Result<String
         resolution: s.resolution,
         seed: s.seed,
         val_samples: s.val_samples,
+        min_objects: s.min_objects.unwrap_or(defaults.min_objects),
         max_objects: s.max_objects.unwrap_or(defaults.max_objects),
+        zoom: s.zoom.unwrap_or(defaults.zoom),
         ..defaults
     };
     crate::runtime()?.block_on(crate::data::run_synth(args))?;
