@@ -122,7 +122,7 @@ impl AlphasConfig {
     }
 
     /// The mixtures shipped with fourm (`masking/alphas/*.toml`), by file stem.
-    pub const SHIPPED: [(&'static str, &'static str); 6] = [
+    pub const SHIPPED: [(&'static str, &'static str); 7] = [
         (
             "mix_caption_bias_a0.2_a1.0",
             include_str!("../alphas/mix_caption_bias_a0.2_a1.0.toml"),
@@ -146,6 +146,10 @@ impl AlphasConfig {
         (
             "synth_all2all_rgb2all_a0.5",
             include_str!("../alphas/synth_all2all_rgb2all_a0.5.toml"),
+        ),
+        (
+            "synth_all2all_rgb2all_rgb2caption",
+            include_str!("../alphas/synth_all2all_rgb2all_rgb2caption.toml"),
         ),
     ];
 

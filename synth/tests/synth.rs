@@ -372,6 +372,8 @@ async fn shipped_synth_configs_mask_the_written_dataset() {
     for file in [
         "synth_all2all_rgb2all_a0.5.yaml",
         "synth_all2all_rgb2all_a0.5.toml",
+        "synth_all2all_rgb2all_rgb2caption.yaml",
+        "synth_all2all_rgb2all_rgb2caption.toml",
     ] {
         let alphas =
             fourm_masking::AlphasConfig::load(&root.join("../masking/alphas").join(file)).unwrap();
