@@ -67,7 +67,7 @@ pub struct SynthArgs {
     /// Most objects per scene.
     #[arg(long, default_value_t = 4)]
     pub max_objects: usize,
-    /// Camera zoom (2: objects twice as large in the picture).
+    /// Camera zoom, 0.5 to 4 (2: objects twice as large in the picture).
     #[arg(long, default_value_t = 1.0)]
     pub zoom: f64,
     /// Held-out samples, written to `<out>/val/` (for `fourm eval` and validation).
@@ -255,21 +255,29 @@ async fn run_inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+impl SynthArgs {
+    /// The generator's configuration these arguments ask for (not yet validated).
+    pub fn config(&self) -> SynthConfig {
+        let mut config = SynthConfig {
+            samples: self.samples,
+            shard_samples: self.shard_samples,
+            resolution: self.resolution,
+            seed: self.seed,
+            patch: self.patch,
+            codebook_size: self.codebook_size,
+            fit_samples: self.fit_samples,
+            val_samples: self.val_samples,
+            ..SynthConfig::default()
+        };
+        config.scene.max_objects = self.max_objects;
+        config.scene.min_objects = self.min_objects.min(self.max_objects);
+        config.scene.zoom = self.zoom;
+        config
+    }
+}
+
 pub(crate) async fn run_synth(args: SynthArgs) -> anyhow::Result<ExitCode> {
-    let mut config = SynthConfig {
-        samples: args.samples,
-        shard_samples: args.shard_samples,
-        resolution: args.resolution,
-        seed: args.seed,
-        patch: args.patch,
-        codebook_size: args.codebook_size,
-        fit_samples: args.fit_samples,
-        val_samples: args.val_samples,
-        ..SynthConfig::default()
-    };
-    config.scene.max_objects = args.max_objects;
-    config.scene.min_objects = args.min_objects.min(args.max_objects);
-    config.scene.zoom = args.zoom;
+    let config = args.config();
     config.validate()?;
     if let Some(dir) = local_dir(&args.out) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {dir}"))?;

@@ -120,3 +120,44 @@ fn train_tokenizer_on_a_corpus() {
     assert_eq!(t.sequence_tokens().sentinels.len(), 20);
     assert_eq!(t.token_to_id("v0=0"), Some(24));
 }
+
+#[test]
+fn launch_refuses_a_dataset_written_with_other_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("job").join("data");
+    ok(&fourm(&[
+        "data",
+        "synth",
+        "--out",
+        data.to_str().unwrap(),
+        "--samples",
+        "16",
+        "--shard-samples",
+        "16",
+        "--fit-samples",
+        "16",
+        "--resolution",
+        "32",
+        "--max-objects",
+        "2",
+    ]));
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        "[synthetic]\nsamples = 16\nshard_samples = 16\nresolution = 32\nval_samples = 0\n\
+         max_objects = 3\nmin_objects = 2\nzoom = 1.0\n",
+    )
+    .unwrap();
+    let out = fourm(&[
+        "launch",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        dir.path().join("job").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("written with other settings"), "{err}");
+    assert!(err.contains(r#""max_objects":2"#), "{err}");
+    assert!(!err.contains("resolution"), "only what differs: {err}");
+}

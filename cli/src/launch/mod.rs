@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use fourm_synth::SynthConfig;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use self::cluster::{ClusterSpec, LocalCluster};
@@ -234,6 +235,45 @@ fn mean_loss(points: &[(u64, f64)]) -> f64 {
     points.iter().map(|p| p.1).sum::<f64>() / points.len().max(1) as f64
 }
 
+/// Fails unless the synthetic dataset in `dir` was written with `wanted` (a job folder from
+/// before a change of `[synthetic]` would otherwise train on the old scenes without a word).
+fn check_written_with(dir: &Path, wanted: &SynthConfig) -> anyhow::Result<()> {
+    #[derive(serde::Deserialize)]
+    struct Manifest {
+        config: SynthConfig,
+    }
+    let path = dir.join(fourm_synth::dataset::MANIFEST_FILE);
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let stored: Manifest =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    if stored.config == *wanted {
+        return Ok(());
+    }
+    let (written, configured) = (
+        serde_json::to_value(&stored.config)?,
+        serde_json::to_value(wanted)?,
+    );
+    let differences: Vec<String> = configured
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(key, value)| written.get(key.as_str()) != Some(value))
+        .map(|(key, value)| {
+            let old = written
+                .get(key.as_str())
+                .unwrap_or(&serde_json::Value::Null);
+            format!("{key} {old} (configured: {value})")
+        })
+        .collect();
+    bail!(
+        "the dataset in {} was written with other settings: {}; delete that folder to write it \
+         anew with [synthetic] as configured, or set [synthetic] to match it",
+        dir.display(),
+        differences.join(", ")
+    )
+}
+
 /// `<out>/data`, written on first use.
 fn synthetic_dataset(out: &Path, config: &LaunchConfig) -> anyhow::Result<String> {
     let dir = out.join("data");
@@ -241,15 +281,7 @@ fn synthetic_dataset(out: &Path, config: &LaunchConfig) -> anyhow::Result<String
         .to_str()
         .with_context(|| format!("{} is not valid UTF-8", dir.display()))?
         .to_string();
-    if dir.join("index.json").exists() {
-        return Ok(url);
-    }
     let s = &config.synthetic;
-    eprintln!(
-        "writing a synthetic dataset of {} samples to {} (first run only)",
-        s.samples,
-        dir.display()
-    );
     let defaults = crate::data::SynthArgs::defaults(url.clone());
     let args = crate::data::SynthArgs {
         out: url.clone(),
@@ -263,6 +295,15 @@ fn synthetic_dataset(out: &Path, config: &LaunchConfig) -> anyhow::Result<String
         zoom: s.zoom.unwrap_or(defaults.zoom),
         ..defaults
     };
+    if dir.join("index.json").exists() {
+        check_written_with(&dir, &args.config())?;
+        return Ok(url);
+    }
+    eprintln!(
+        "writing a synthetic dataset of {} samples to {} (first run only)",
+        s.samples,
+        dir.display()
+    );
     crate::runtime()?.block_on(crate::data::run_synth(args))?;
     Ok(url)
 }
