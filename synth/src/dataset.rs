@@ -433,6 +433,16 @@ fn sample_files(
     Ok(files)
 }
 
+/// The configuration a dataset was written with, read back from its `synth.json` (the text of
+/// the file [`manifest`] wrote).
+pub fn written_config(manifest: &str) -> Result<SynthConfig, serde_json::Error> {
+    #[derive(Deserialize)]
+    struct Written {
+        config: SynthConfig,
+    }
+    Ok(serde_json::from_str::<Written>(manifest)?.config)
+}
+
 /// `synth.json`: the config, the vocabularies and what every modality holds.
 fn manifest(config: &SynthConfig, vocab_sizes: &BTreeMap<String, u32>) -> String {
     let grid = config.resolution / config.patch;

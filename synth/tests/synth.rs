@@ -7,7 +7,7 @@ use std::path::Path;
 
 use fourm_data::{DatasetStore, ScanOptions, StoreConfig, read_index, read_tar, scan_dataset};
 use fourm_synth::caption::visible_objects;
-use fourm_synth::dataset::{IMAGE_MODALITIES, RAW_DIR, fit_tokenizers, plane};
+use fourm_synth::dataset::{IMAGE_MODALITIES, RAW_DIR, fit_tokenizers, plane, written_config};
 use fourm_synth::render::{CLASS_BACKGROUND, CLASS_GROUND, DEPTH_FAR, View};
 use fourm_synth::shape::{signed_distance, surface_normal};
 use fourm_synth::vec3::Vec3;
@@ -271,6 +271,8 @@ async fn written_dataset_is_valid_deterministic_and_readable() {
         a.contains_key("raw/depth/shard-00002.tar")
             && a.contains_key("tokenizers/tok_rgb@32.safetensors")
     );
+    let manifest = std::str::from_utf8(&a["synth.json"]).unwrap();
+    assert_eq!(written_config(manifest).unwrap(), config);
 
     let store = open(&dirs[0]);
     let index = read_index(&store).await.unwrap();

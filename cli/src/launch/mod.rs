@@ -238,20 +238,13 @@ fn mean_loss(points: &[(u64, f64)]) -> f64 {
 /// Fails unless the synthetic dataset in `dir` was written with `wanted` (a job folder from
 /// before a change of `[synthetic]` would otherwise train on the old scenes without a word).
 fn check_written_with(dir: &Path, wanted: &SynthConfig) -> anyhow::Result<()> {
-    #[derive(serde::Deserialize)]
-    struct Manifest {
-        config: SynthConfig,
-    }
     let path = dir.join(fourm_synth::dataset::MANIFEST_FILE);
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let stored: Manifest =
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    if stored.config == *wanted {
-        return Ok(());
-    }
+    let stored = fourm_synth::dataset::written_config(&text)
+        .with_context(|| format!("parsing {}", path.display()))?;
     let (written, configured) = (
-        serde_json::to_value(&stored.config)?,
+        serde_json::to_value(&stored)?,
         serde_json::to_value(wanted)?,
     );
     let differences: Vec<String> = configured
@@ -266,6 +259,9 @@ fn check_written_with(dir: &Path, wanted: &SynthConfig) -> anyhow::Result<()> {
             format!("{key} {old} (configured: {value})")
         })
         .collect();
+    if differences.is_empty() {
+        return Ok(());
+    }
     bail!(
         "the dataset in {} was written with other settings: {}; delete that folder to write it \
          anew with [synthetic] as configured, or set [synthetic] to match it",
